@@ -1,0 +1,87 @@
+"""Server side and participant side of every protocol.
+
+Server logic is written against :class:`Grid` (send messages to participants, receive replies).
+Participant logic is a :class:`Participant` whose handlers are keyed by message kind. A runtime
+(in-process, Flower) connects the two and records every message on the :class:`Ledger`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable, Mapping
+
+import torch
+
+from cotrain.runtime.ledger import Ledger
+from cotrain.runtime.message import Message
+
+Handler = Callable[[Message], Message]
+
+
+class Grid(ABC):
+    """What the server sees of the participants: their ids, and replies to its messages."""
+
+    ledger: Ledger
+
+    @abstractmethod
+    def participant_ids(self) -> list[str]:
+        """Ids of the participants that are connected, sorted."""
+
+    @abstractmethod
+    def send_and_receive(self, messages: Mapping[str, Message], *, round: int) -> dict[str, Message]:
+        """Deliver ``messages[pid]`` to each participant ``pid``; return their replies by id.
+
+        Both directions are recorded on ``self.ledger``.
+        """
+
+
+def handler(kind: str) -> Callable[[Handler], Handler]:
+    """Mark a :class:`Participant` method as the handler of messages of ``kind``."""
+
+    def mark(fn: Handler) -> Handler:
+        fn.__cotrain_handles__ = kind  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+class Participant:
+    """A data owner. Subclasses mark methods with ``@handler("kind")``.
+
+    State that must survive between messages (Flower's deployment engine starts a fresh process
+    per message) is whatever :meth:`get_state` returns; the runtime stores it and gives it back
+    through :meth:`set_state` before the next message.
+    """
+
+    def __init__(self, participant_id: str) -> None:
+        self.participant_id = participant_id
+
+    @classmethod
+    def handled_kinds(cls) -> dict[str, str]:
+        """Message kind -> method name."""
+        kinds: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            for name, attr in vars(klass).items():
+                kind = getattr(attr, "__cotrain_handles__", None)
+                if kind is not None:
+                    kinds[kind] = name
+        return kinds
+
+    def handle(self, message: Message) -> Message:
+        kinds = self.handled_kinds()
+        if message.kind not in kinds:
+            raise ValueError(
+                f"participant {self.participant_id!r} cannot handle message kind {message.kind!r}; "
+                f"it handles {sorted(kinds)}"
+            )
+        reply = getattr(self, kinds[message.kind])(message)
+        if not isinstance(reply, Message):
+            raise TypeError(f"handler for {message.kind!r} returned {type(reply).__name__}, not a Message")
+        return reply
+
+    def get_state(self) -> dict[str, torch.Tensor]:
+        """Tensors to keep between messages (empty: stateless)."""
+        return {}
+
+    def set_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Restore what :meth:`get_state` returned."""

@@ -1,0 +1,137 @@
+"""The ledger: one entry for every message that leaves a party.
+
+Communication cost, the proof that raw data never crossed, and the privacy budget spent are all
+read from here rather than from the protocol code's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from cotrain.runtime.message import Message
+
+SERVER = "server"
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One message as it left its sender."""
+
+    round: int
+    sender: str
+    receiver: str
+    kind: str
+    payload: str
+    tensor_names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[str, ...]
+    bytes: int
+
+    @property
+    def direction(self) -> str:
+        """``"down"`` (server to participant), ``"up"`` (participant to server) or ``"peer"``."""
+        if self.sender == SERVER:
+            return "down"
+        if self.receiver == SERVER:
+            return "up"
+        return "peer"
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["tensor_names"] = list(self.tensor_names)
+        d["shapes"] = [list(s) for s in self.shapes]
+        d["dtypes"] = list(self.dtypes)
+        return d
+
+
+@dataclass(frozen=True)
+class PrivacySpend:
+    """One noised release: who released what, at which (epsilon, delta)."""
+
+    round: int
+    party: str
+    mechanism: str
+    epsilon: float
+    delta: float
+
+
+@dataclass
+class Ledger:
+    """Append-only record of messages and noised releases."""
+
+    entries: list[LedgerEntry] = field(default_factory=list)
+    privacy: list[PrivacySpend] = field(default_factory=list)
+
+    def record(self, message: Message, *, sender: str, receiver: str, round: int) -> LedgerEntry:
+        entry = LedgerEntry(
+            round=int(round),
+            sender=str(sender),
+            receiver=str(receiver),
+            kind=message.kind,
+            payload=message.payload.value,
+            tensor_names=tuple(message.tensors),
+            shapes=tuple(tuple(int(s) for s in t.shape) for t in message.tensors.values()),
+            dtypes=tuple(str(t.dtype).replace("torch.", "") for t in message.tensors.values()),
+            bytes=message.tensor_bytes,
+        )
+        self.entries.append(entry)
+        return entry
+
+    def record_privacy(self, spend: PrivacySpend) -> None:
+        self.privacy.append(spend)
+
+    # -- queries -------------------------------------------------------------------------
+    def total_bytes(self, *, direction: str | None = None, round: int | None = None,
+                    payload: str | None = None) -> int:
+        return sum(e.bytes for e in self._select(direction, round, payload))
+
+    def bytes_by_round(self, direction: str | None = None) -> dict[int, int]:
+        out: dict[int, int] = defaultdict(int)
+        for e in self._select(direction, None, None):
+            out[e.round] += e.bytes
+        return dict(sorted(out.items()))
+
+    def bytes_by_round_and_payload(self) -> dict[int, dict[str, int]]:
+        out: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for e in self.entries:
+            out[e.round][e.payload] += e.bytes
+        return {r: dict(v) for r, v in sorted(out.items())}
+
+    def _select(self, direction: str | None, round: int | None, payload: str | None) -> Iterable[LedgerEntry]:
+        for e in self.entries:
+            if direction is not None and e.direction != direction:
+                continue
+            if round is not None and e.round != round:
+                continue
+            if payload is not None and e.payload != payload:
+                continue
+            yield e
+
+    # -- files ---------------------------------------------------------------------------
+    def write_jsonl(self, path: str | Path) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            for e in self.entries:
+                f.write(json.dumps(e.to_json()) + "\n")
+            for p in self.privacy:
+                f.write(json.dumps({"privacy": asdict(p)}) + "\n")
+
+    @classmethod
+    def read_jsonl(cls, path: str | Path) -> "Ledger":
+        ledger = cls()
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                d = json.loads(line)
+                if "privacy" in d:
+                    ledger.privacy.append(PrivacySpend(**d["privacy"]))
+                    continue
+                ledger.entries.append(LedgerEntry(
+                    round=d["round"], sender=d["sender"], receiver=d["receiver"], kind=d["kind"],
+                    payload=d["payload"], tensor_names=tuple(d["tensor_names"]),
+                    shapes=tuple(tuple(s) for s in d["shapes"]), dtypes=tuple(d["dtypes"]),
+                    bytes=d["bytes"],
+                ))
+        return ledger
