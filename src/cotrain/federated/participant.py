@@ -60,7 +60,7 @@ class FedAvgParticipant(Participant):
         grads = {name: p.grad.detach().clone() for name, p in self.model.named_parameters()}
         self.last_batch_indices = idx
         return TrainResult(tensors=grads, kind="gradient", num_examples=len(self.train_data),
-                           batch_size=len(idx), train_loss=float(loss))
+                           batch_size=len(idx), train_loss=float(loss.detach()))
 
     @handler(EVALUATE)
     def evaluate(self, message: Message) -> Message:
