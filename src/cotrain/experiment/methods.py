@@ -1,0 +1,138 @@
+"""The method registry: ``[method] name`` picks a registered :class:`Method`.
+
+A method has two phases, so that bad input loses nothing:
+
+1. ``Method(cfg)`` prepares: loads and partitions data, builds models and participants. Anything
+   wrong with the config or the data (unknown option, missing file) raises here, before a run
+   folder is made or a single step is trained.
+2. ``method.run(ctx)`` trains, reporting each finished round through ``ctx.on_round`` (which
+   appends ``metrics.jsonl`` and moves the progress bar) and adding report sections through
+   ``ctx.report``. It returns a :class:`MethodOutcome`; the runner writes the rest of the folder.
+
+Later methods (split, fada, ecos) register themselves the same way::
+
+    @register_method("split")
+    class SplitLearning(Method): ...
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, TypeVar
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from cotrain.data.base import ArrayDataset
+    from cotrain.experiment.config import ExperimentConfig
+    from cotrain.experiment.report import Report
+    from cotrain.runtime.ledger import Ledger
+
+RoundJSON = dict[str, Any]
+
+
+@dataclass
+class RunContext:
+    """What a running method may use of the run.
+
+    Attributes:
+        run_dir: the run folder (methods may write extra files there).
+        report: the report page; ``report.add_section(title, html)`` adds a section.
+        on_round: call with each finished round's record (``round``, ``test_accuracy``,
+            ``test_loss``, ``seconds``, ``bytes_up``, ``bytes_down``, ``participants``,
+            ``participant_metrics``); it is written to ``metrics.jsonl`` at once.
+    """
+
+    run_dir: Path
+    report: "Report"
+    on_round: Callable[[RoundJSON], None]
+
+
+@dataclass
+class MethodOutcome:
+    """What a method hands back when it is done.
+
+    Attributes:
+        history: the round records, as given to ``on_round``.
+        ledger: every message of the run.
+        model_state: the final shared model's state dict, if there is one (saved as ``model.pt``).
+        summary: extra keys for ``summary.json``.
+        participant_rows: one row a participant for the report's per-participant table.
+    """
+
+    history: list[RoundJSON]
+    ledger: "Ledger"
+    model_state: "dict[str, torch.Tensor] | None" = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    participant_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Method(ABC):
+    """A training protocol an experiment can run. ``__init__`` prepares (and validates)."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, cfg: "ExperimentConfig") -> None:
+        self.cfg = cfg
+
+    @property
+    @abstractmethod
+    def total_rounds(self) -> int:
+        """How many times ``on_round`` will be called (the progress bar's length)."""
+
+    @property
+    def dataset_name(self) -> str:
+        """The data set's name, for the summary."""
+        return self.cfg.data.dataset
+
+    @property
+    def num_participants(self) -> int:
+        """How many participants take part, for the summary."""
+        return self.cfg.data.participants
+
+    def partition_view(self) -> "tuple[ArrayDataset, list[np.ndarray]] | None":
+        """The data set split across participants and each one's indices (for the partition
+        plot), or None when the method has no such split."""
+        return None
+
+    @abstractmethod
+    def run(self, ctx: RunContext) -> MethodOutcome:
+        """Train, calling ``ctx.on_round`` after each round."""
+
+
+M = TypeVar("M", bound=type[Method])
+_METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(name: str) -> Callable[[M], M]:
+    """Class decorator registering a :class:`Method` subclass under ``name``."""
+
+    def add(cls: M) -> M:
+        if name in _METHODS and _METHODS[name] is not cls:
+            raise ValueError(f"method {name!r} is already registered")
+        cls.name = name
+        _METHODS[name] = cls
+        return cls
+
+    return add
+
+
+def _import_builtin() -> None:
+    import cotrain.experiment.fedavg  # noqa: F401  (registers "fedavg")
+
+
+def available_methods() -> list[str]:
+    """Registered method names, sorted."""
+    _import_builtin()
+    return sorted(_METHODS)
+
+
+def get_method(name: str) -> type[Method]:
+    """The class registered as ``name``; ``ValueError`` listing the known names otherwise."""
+    _import_builtin()
+    if name not in _METHODS:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]

@@ -1,0 +1,160 @@
+"""Run an experiment end to end: prepare (validate), make the run folder, train, write the files.
+
+:func:`run_experiment` is what ``cotrain run`` and ``cotrain demo`` call, and what tests use.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from cotrain.experiment.config import ExperimentConfig, config_from_dict, save_config
+from cotrain.experiment.methods import Method, MethodOutcome, RunContext, get_method
+from cotrain.experiment.plots import plot_accuracy, plot_bytes, plot_partition
+from cotrain.experiment.report import Report, Section, image_html, key_value_html, round_rows, table_html
+from cotrain.experiment.rundir import RunFolder, create_run_dir
+from cotrain.runtime.ledger import Ledger
+
+Progress = Callable[[int, int, "dict[str, Any] | None"], None]
+"""``progress(rounds_done, rounds_total, record)``: called once with ``(0, total, None)`` when
+training starts, then after each round with that round's record."""
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced.
+
+    Attributes:
+        run_dir: the run folder.
+        summary: what ``summary.json`` holds.
+        history: the round records, as in ``metrics.jsonl``.
+        ledger: every message of the run.
+        report: the report page; add sections and call :meth:`write_report` to rewrite it.
+    """
+
+    run_dir: Path
+    summary: dict[str, Any]
+    history: list[dict[str, Any]]
+    ledger: Ledger
+    report: Report
+
+    @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.run_dir)
+
+    def write_report(self) -> Path:
+        """Write ``report.html`` again (after sections were added)."""
+        return self.report.write(self.folder.report)
+
+
+def prepare(cfg: ExperimentConfig) -> Method:
+    """Validate ``cfg`` fully and build its method (data loaded, models built), training nothing.
+
+    Raises ``ConfigError`` (one line naming the key) or ``DatasetNotFoundError`` (naming the path).
+    """
+    cfg = config_from_dict(cfg.model_dump())  # configs edited in code are checked again
+    return get_method(cfg.method.name)(cfg)
+
+
+def run_experiment(cfg: ExperimentConfig, *, progress: Progress | None = None) -> RunResult:
+    """Run the experiment ``cfg`` describes and write its run folder (see :mod:`.rundir`)."""
+    t0 = time.perf_counter()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    method = prepare(cfg)  # everything that can be wrong with the input fails here
+    cfg = method.cfg
+    folder = RunFolder(create_run_dir(cfg.run.output_dir, cfg.run.name))
+    save_config(cfg, folder.config, header=f"resolved config of run {folder.path.name} (cotrain {_version()})\n"
+                                          "keys left out are unset (None)")
+    folder.metrics.write_text("", encoding="utf-8")
+    report = Report(title=f"cotrain run: {folder.path.name}",
+                    subtitle=f"{cfg.method.name} · {method.dataset_name} · {cfg.model.name} · "
+                             f"{method.num_participants} participants · seed {cfg.run.seed} · {cfg.run.runtime}")
+    total, done = method.total_rounds, 0
+
+    def on_round(record: dict[str, Any]) -> None:
+        nonlocal done
+        folder.append_metrics(record)
+        done += 1
+        if progress is not None:
+            progress(done, total, record)
+
+    if progress is not None:
+        progress(0, total, None)
+    outcome = method.run(RunContext(run_dir=folder.path, report=report, on_round=on_round))
+    seconds = time.perf_counter() - t0
+    outcome.ledger.write_jsonl(folder.ledger)
+    if outcome.model_state is not None and cfg.run.save_model:
+        torch.save(outcome.model_state, folder.model)
+    summary = build_summary(cfg, method, outcome, seconds=seconds, started=started, run_dir=folder.path)
+    folder.write_summary(summary)
+    report.sections[:0] = standard_sections(folder, method, outcome, summary)
+    report.write(folder.report)
+    return RunResult(run_dir=folder.path, summary=summary, history=outcome.history, ledger=outcome.ledger,
+                     report=report)
+
+
+def build_summary(cfg: ExperimentConfig, method: Method, outcome: MethodOutcome, *, seconds: float,
+                  started: str, run_dir: Path) -> dict[str, Any]:
+    """``summary.json``: final scores, communication totals from the ledger, and what ran."""
+    history, ledger = outcome.history, outcome.ledger
+    last = history[-1] if history else {}
+    accs = [r["test_accuracy"] for r in history if r.get("test_accuracy") is not None]
+    by_payload: dict[str, int] = {}
+    for e in ledger.entries:
+        by_payload[e.payload] = by_payload.get(e.payload, 0) + e.bytes
+    n_params = (sum(t.numel() for t in outcome.model_state.values() if t.is_floating_point())
+                if outcome.model_state else None)
+    return {
+        "name": run_dir.name, "run_dir": str(run_dir), "method": cfg.method.name, "runtime": cfg.run.runtime,
+        "seed": cfg.run.seed, "dataset": method.dataset_name, "model": cfg.model.name,
+        "model_parameters": n_params, "participants": method.num_participants, "rounds": len(history),
+        "final_test_accuracy": last.get("test_accuracy"), "final_test_loss": last.get("test_loss"),
+        "best_test_accuracy": max(accs) if accs else None,
+        "bytes_up": ledger.total_bytes(direction="up"), "bytes_down": ledger.total_bytes(direction="down"),
+        "bytes_total": ledger.total_bytes(), "bytes_by_payload": by_payload, "messages": len(ledger.entries),
+        "privacy_releases": len(ledger.privacy), "seconds": round(seconds, 3), "started": started,
+        "cotrain_version": _version(), "torch_version": torch.__version__, "python": platform.python_version(),
+        **outcome.summary,
+    }
+
+
+def standard_sections(folder: RunFolder, method: Method, outcome: MethodOutcome,
+                      summary: dict[str, Any]) -> list[Section]:
+    """Summary, plots, per-round and per-participant tables (written as PNGs into the folder too)."""
+    shown = {k: v for k, v in summary.items() if k not in ("run_dir", "bytes_by_payload")}
+    sections = [Section("Summary", key_value_html(shown))]
+    if outcome.history:
+        png = plot_accuracy(outcome.history, folder.plot("accuracy"))
+        sections.append(Section("Test accuracy per round", image_html(png, alt="accuracy per round")))
+    by_round = outcome.ledger.bytes_by_round_and_payload()
+    if by_round:
+        png = plot_bytes(by_round, folder.plot("bytes"))
+        sections.append(Section("Communication", image_html(
+            png, alt="bytes per round", caption="Bytes on the ledger per round, by what the messages carry. "
+                                                 "Totals: " + ", ".join(f"{k} {v:,} B" for k, v in
+                                                                        summary["bytes_by_payload"].items()))))
+    view = method.partition_view()
+    if view is not None:
+        png = plot_partition(view[0], view[1], folder.plot("partition"))
+        sections.append(Section("Partition", image_html(
+            png, alt="partition",
+            caption=f"Training samples of each class held by each participant ({method.cfg.data.partition}).")))
+    sections.append(Section("Per round", table_html(round_rows(outcome.history))))
+    if outcome.participant_rows:
+        sections.append(Section("Per participant", table_html(outcome.participant_rows)))
+    return sections
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cotrain")
+    except PackageNotFoundError:
+        return "unknown"
