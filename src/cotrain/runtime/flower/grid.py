@@ -1,0 +1,119 @@
+"""A cotrain :class:`~cotrain.runtime.Grid` over Flower's server-side ``Grid``.
+
+Server protocol code (``run_fedavg`` and the others) runs unchanged inside a Flower ``ServerApp``:
+messages are converted to Flower records, sent to the SuperNode that holds each participant, and
+the replies are converted back. Both directions are recorded on the cotrain ledger exactly as the
+in-process runtime records them (the cotrain message, not Flower's envelope).
+
+Flower addresses nodes by node id; cotrain addresses participants by participant id. The grid
+learns the mapping once, with a ``cotrain.hello`` query that each node answers with its
+``partition-id`` (its node config). That handshake is runtime plumbing, not protocol traffic, and
+carries no tensors, so it is not on the ledger.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Mapping
+
+from flwr.app import ConfigRecord, RecordDict
+from flwr.app import Message as FlowerMessage
+from flwr.serverapp import Grid as FlowerGrid
+
+from cotrain.runtime.flower.records import (META_KEY, flower_message_type, message_to_record_dict,
+                                            record_dict_to_message)
+from cotrain.runtime.grid import Grid
+from cotrain.runtime.ledger import SERVER, Ledger
+from cotrain.runtime.message import Message
+
+HELLO = "cotrain.hello"
+IdOf = Callable[[int], str]
+
+
+class FlowerRuntimeError(RuntimeError):
+    """A node failed, did not answer in time, or is not the node the grid expected."""
+
+
+def _hello_message() -> RecordDict:
+    return RecordDict({META_KEY: ConfigRecord({"kind": HELLO})})
+
+
+class FlowerMessageGrid(Grid):
+    """Delivers cotrain messages through a Flower ``Grid`` (simulation or deployment engine).
+
+    Args:
+        grid: the Flower grid handed to the ``ServerApp``'s main function.
+        expected: how many participants (nodes) the run needs; the grid waits for them.
+        id_of: participant index (a node's ``partition-id``) -> cotrain participant id.
+        wait_s: how long to wait for ``expected`` nodes to connect.
+        reply_timeout_s: how long to wait for the replies of one exchange (None: forever).
+    """
+
+    def __init__(self, grid: FlowerGrid, *, expected: int, id_of: IdOf, ledger: Ledger | None = None,
+                 wait_s: float = 120.0, reply_timeout_s: float | None = 600.0, poll_s: float = 0.2) -> None:
+        self._grid = grid
+        self.ledger = ledger if ledger is not None else Ledger()
+        self._reply_timeout_s = reply_timeout_s
+        self._node_of = self._discover(expected, id_of, wait_s, poll_s)
+
+    # -- node discovery ------------------------------------------------------------------
+    def _discover(self, expected: int, id_of: IdOf, wait_s: float, poll_s: float) -> dict[str, int]:
+        deadline = time.monotonic() + wait_s
+        nodes = sorted(self._grid.get_node_ids())
+        while len(nodes) < expected:
+            if time.monotonic() > deadline:
+                raise FlowerRuntimeError(f"only {len(nodes)} of {expected} Flower nodes connected within {wait_s} s")
+            time.sleep(poll_s)
+            nodes = sorted(self._grid.get_node_ids())
+        messages = [self._grid.create_message(_hello_message(), "query", node, group_id="hello")
+                    for node in nodes]
+        replies = self._exchange(messages, what="hello")
+        node_of: dict[str, int] = {}
+        for node, reply in replies.items():
+            index = int(reply.content[META_KEY]["index"])
+            pid = id_of(index)
+            if pid in node_of:
+                raise FlowerRuntimeError(f"nodes {node_of[pid]} and {node} both claim partition-id {index}")
+            node_of[pid] = node
+        return node_of
+
+    def _exchange(self, messages: list[FlowerMessage], *, what: str) -> dict[int, FlowerMessage]:
+        """Send, wait for every reply, fail loudly on errors or missing replies; replies by node id."""
+        wanted = {m.metadata.dst_node_id for m in messages}
+        replies = {r.metadata.src_node_id: r for r in
+                   self._grid.send_and_receive(messages, timeout=self._reply_timeout_s)}
+        for node, reply in sorted(replies.items()):
+            if reply.has_error():
+                raise FlowerRuntimeError(f"node {node} failed on {what!r}: {reply.error.reason}")
+        missing = sorted(wanted - set(replies))
+        if missing:
+            raise FlowerRuntimeError(f"no reply to {what!r} from nodes {missing} within {self._reply_timeout_s} s")
+        return replies
+
+    # -- Grid ----------------------------------------------------------------------------
+    def node_id(self, participant_id: str) -> int:
+        """The Flower node that holds ``participant_id``."""
+        return self._node_of[participant_id]
+
+    def participant_ids(self) -> list[str]:
+        return sorted(self._node_of)
+
+    def send_and_receive(self, messages: Mapping[str, Message], *, round: int) -> dict[str, Message]:
+        out: list[FlowerMessage] = []
+        for pid in sorted(messages):
+            if pid not in self._node_of:
+                raise KeyError(f"no participant {pid!r}; connected: {self.participant_ids()}")
+            message = messages[pid]
+            self.ledger.record(message, sender=SERVER, receiver=pid, round=round)
+            out.append(self._grid.create_message(message_to_record_dict(message), flower_message_type(message.kind),
+                                                 self._node_of[pid], group_id=str(round)))
+        kinds = sorted({m.kind for m in messages.values()})
+        replies = self._exchange(out, what=",".join(kinds))
+        pid_of = {node: pid for pid, node in self._node_of.items()}
+        received: dict[str, Message] = {}
+        for node in sorted(replies, key=lambda n: pid_of[n]):
+            pid = pid_of[node]
+            reply = record_dict_to_message(replies[node].content)
+            self.ledger.record(reply, sender=pid, receiver=SERVER, round=round)
+            received[pid] = reply
+        return received
