@@ -1,0 +1,130 @@
+"""The agent of split learning: holds its data and the agent side of the network.
+
+An agent (a :class:`~cotrain.runtime.Participant`) never sends inputs x: it sends the cut-layer
+activations f_{k1} o .. o f_1(x) of shape (B, *cut_shape), its labels (B,) unless the split is
+U-shaped, and, once per turn or round, its side's weights. It finishes its backward pass from the
+gradient (B, *cut_shape) the centre returns (the 2023 split-training paper; SplitFed, Thapa et al.,
+AAAI 2022).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from cotrain.data.base import ArrayDataset
+from cotrain.models.blocks import BlockModel
+from cotrain.runtime.grid import Participant, handler
+from cotrain.runtime.message import Message, PayloadKind
+from cotrain.seeding import torch_generator
+from cotrain.split.messages import BACKWARD, BEGIN, END, FORWARD, HEAD
+from cotrain.split.parts import side_state, split_model
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's mini-batch indices: a permutation of range(n) in chunks of ``batch_size``.
+
+    The last chunk keeps the remainder (it may be smaller), so every sample crosses the cut once
+    per epoch and p, the samples per epoch of the cost model, is the data set size.
+    """
+    if n == 0:
+        raise ValueError("cannot train on an empty data set")
+    perm = torch.randperm(n, generator=generator)
+    return [perm[s:s + batch_size] for s in range(0, n, batch_size)]
+
+
+def agent_batch_stream(seed: int, agent_id: str, epoch: int) -> torch.Generator:
+    """The generator of ``agent_id``'s mini-batch order in ``epoch``: stream (seed, "split-batches", id, epoch)."""
+    return torch_generator(seed, "split-batches", agent_id, epoch)
+
+
+class SplitAgent(Participant):
+    """Holds ``train_data`` and the agent side (front, and tail when U-shaped) of the model.
+
+    ``sent_indices`` lists, in order, the indices of the samples whose activations left this agent;
+    it stays here (the experiment reads it to score leakage, it never travels).
+    """
+
+    def __init__(self, participant_id: str, *, model_factory: Callable[[], BlockModel], train_data: ArrayDataset,
+                 seed: int, cut: int | str, tail_cut: int | str | None = None) -> None:
+        super().__init__(participant_id)
+        self.side, _ = split_model(model_factory(), cut, tail_cut)
+        self.u_shaped = tail_cut is not None
+        self.train_data = train_data
+        self.seed = seed
+        self.sent_indices: list[torch.Tensor] = []
+        self._batches: list[torch.Tensor] = []
+        self._cursor = 0
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._pending: torch.Tensor | None = None
+        self._pending_idx: torch.Tensor | None = None
+        self._loss = float("nan")
+
+    @handler(BEGIN)
+    def begin(self, message: Message) -> Message:
+        """Load the side's weights, draw the epoch's mini-batch order, reset the optimiser."""
+        t0 = time.perf_counter()
+        self.side.load_state_dict(dict(message.tensors), strict=True)
+        v = message.values
+        self._optimizer = torch.optim.SGD(self.side.parameters(), lr=float(v["lr"]), momentum=float(v["momentum"]),
+                                          weight_decay=float(v["weight_decay"]))
+        gen = agent_batch_stream(self.seed, self.participant_id, int(v["epoch"]))
+        self._batches = epoch_batches(len(self.train_data), int(v["batch_size"]), gen)
+        self._cursor = 0
+        self.side.train()
+        return Message(BEGIN, values={"num_batches": len(self._batches), "num_examples": len(self.train_data),
+                                      "seconds": time.perf_counter() - t0})
+
+    @handler(FORWARD)
+    def forward(self, message: Message) -> Message:
+        """Run the front on the next mini-batch; send its activations (and labels unless U-shaped)."""
+        if self._optimizer is None or self._cursor >= len(self._batches):
+            raise RuntimeError(f"agent {self.participant_id!r}: no mini-batch left (begin first)")
+        t0 = time.perf_counter()
+        idx = self._batches[self._cursor]
+        self._cursor += 1
+        self._optimizer.zero_grad(set_to_none=True)
+        self._pending = self.side["front"](self.train_data.x[idx])
+        self._pending_idx = idx
+        self.sent_indices.append(idx)
+        tensors = {"activations": self._pending}
+        if not self.u_shaped:
+            tensors["labels"] = self.train_data.y[idx]
+        return Message(FORWARD, tensors=tensors, payload=PayloadKind.ACTIVATIONS,
+                       values={"seconds": time.perf_counter() - t0})
+
+    @handler(HEAD)
+    def head(self, message: Message) -> Message:
+        """U-shaped: tail and head on the centre's activations with this agent's labels; return dL/d(input)."""
+        if not self.u_shaped or self._pending_idx is None:
+            raise RuntimeError(f"agent {self.participant_id!r}: {HEAD!r} needs a U-shaped split and a pending batch")
+        t0 = time.perf_counter()
+        inputs = message.tensors["activations"].requires_grad_(True)
+        loss = nn.functional.cross_entropy(self.side["tail"](inputs), self.train_data.y[self._pending_idx])
+        loss.backward()
+        self._loss = float(loss.detach())
+        return Message(HEAD, tensors={"gradient": inputs.grad}, payload=PayloadKind.GRADIENTS,
+                       values={"loss": self._loss, "seconds": time.perf_counter() - t0})
+
+    @handler(BACKWARD)
+    def backward(self, message: Message) -> Message:
+        """Finish the backward pass from the cut gradient and step the agent side."""
+        if self._pending is None or self._optimizer is None:
+            raise RuntimeError(f"agent {self.participant_id!r}: no forward pass to finish")
+        t0 = time.perf_counter()
+        self._pending.backward(message.tensors["gradient"])
+        self._optimizer.step()
+        self._pending, self._pending_idx = None, None
+        values = {"seconds": time.perf_counter() - t0}
+        if self.u_shaped:
+            values["loss"] = self._loss
+        return Message(BACKWARD, values=values)
+
+    @handler(END)
+    def end(self, message: Message) -> Message:
+        """Upload the side's weights (for the next agent, or for averaging)."""
+        return Message(END, tensors=side_state(self.side), payload=PayloadKind.PARAMETERS,
+                       values={"num_examples": len(self.train_data)})

@@ -1,0 +1,173 @@
+"""Sequential split learning and SplitFed v1 / v2, on the centre's side, against a :class:`Grid`.
+
+* sequential (the 2023 split-training paper): agents take turns in id order; each turn the centre
+  sends the agent side's weights down (beta|W| bytes), the agent trains one epoch of its data
+  mini-batch by mini-batch with the centre, and sends the weights back up (beta|W|).
+* ``sflv1`` (SplitFed v1, Thapa et al., AAAI 2022): all agents start a round from the same weights
+  and train in parallel, each against its own copy of the centre side; at the end of the round
+  both sides are averaged with weights n_k (FedAvg).
+* ``sflv2``: agents in parallel, one shared centre model which processes the agents' mini-batches
+  of each step in a seeded random order; the agent sides are averaged each round.
+
+``model`` is the centre's view of the whole model (the relayed or averaged agent side plus its own
+side); it is updated in place and is what ``evaluate`` scores.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from cotrain.federated.aggregation import get_aggregator
+from cotrain.models.blocks import BlockModel
+from cotrain.runtime.grid import Grid
+from cotrain.runtime.message import Message, PayloadKind
+from cotrain.seeding import torch_generator
+from cotrain.split.centre import CentreSide, Observer
+from cotrain.split.messages import BACKWARD, BEGIN, END, FORWARD, HEAD, SplitSettings
+from cotrain.split.parts import side_state, split_model
+
+
+@dataclass
+class EpochRecord:
+    """One epoch (= one round) as the centre saw it.
+
+    ``critical_path_seconds`` estimates the epoch's duration with every agent on its own machine and
+    no network delay: per mini-batch step, the slowest agent's forward, the centre's compute, the
+    slowest agent's backward (all measured), summed over steps; for sequential training every
+    agent's time adds up.
+    """
+
+    epoch: int
+    test_accuracy: float
+    test_loss: float
+    train_loss: float
+    seconds: float
+    critical_path_seconds: float
+    bytes: int
+    bytes_up: int
+    bytes_down: int
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+Evaluator = Callable[[BlockModel], dict[str, float]]
+
+
+class _Epoch:
+    """Bookkeeping of one epoch: losses and the critical path."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.critical = 0.0
+
+    def agents(self, replies: dict[str, Message], parallel: bool) -> None:
+        times = [float(r.values.get("seconds", 0.0)) for r in replies.values()]
+        self.critical += (max(times) if parallel else sum(times)) if times else 0.0
+
+
+def run_split(grid: Grid, model: BlockModel, settings: SplitSettings, *, seed: int,
+              evaluate: Evaluator | None = None, on_epoch: Callable[[EpochRecord], None] | None = None,
+              observers: list[Observer] | None = None) -> list[EpochRecord]:
+    """Train for ``settings.epochs`` epochs; ledger round r is epoch r.
+
+    The agents must have been built with the same architecture, ``cut`` and ``tail_cut``.
+    """
+    agent_side, centre_module = split_model(model, settings.cut, settings.tail_cut)
+    shared = CentreSide(centre_module, lr=settings.lr, momentum=settings.momentum,
+                        weight_decay=settings.weight_decay, u_shaped=settings.u_shaped)
+    ids = grid.participant_ids()
+    if not ids:
+        raise RuntimeError("no agents are connected")
+    history: list[EpochRecord] = []
+    for epoch in range(1, settings.epochs + 1):
+        t0 = time.perf_counter()
+        up0, down0 = grid.ledger.total_bytes(direction="up"), grid.ledger.total_bytes(direction="down")
+        centre0 = shared.seconds
+        book = _Epoch()
+        if settings.variant == "sequential":
+            for pid in ids:
+                _round(grid, [pid], {pid: shared}, agent_side, settings, epoch, book, observers, parallel=False)
+            extra = 0.0
+        elif settings.variant == "sflv2":
+            _round(grid, ids, {pid: shared for pid in ids}, agent_side, settings, epoch, book, observers,
+                   parallel=True, order_seed=seed)
+            extra = 0.0
+        else:
+            copies = {pid: CentreSide(copy.deepcopy(centre_module), lr=settings.lr, momentum=settings.momentum,
+                                      weight_decay=settings.weight_decay, u_shaped=settings.u_shaped) for pid in ids}
+            weights = _round(grid, ids, copies, agent_side, settings, epoch, book, observers, parallel=True)
+            merged = get_aggregator("fedavg")([side_state(copies[p].module) for p in ids], [weights[p] for p in ids])
+            centre_module.load_state_dict(merged, strict=True)
+            extra = sum(c.seconds for c in copies.values())
+        book.critical += shared.seconds - centre0 + extra
+        metrics = evaluate(model) if evaluate is not None else {}
+        up, down = grid.ledger.total_bytes(direction="up") - up0, grid.ledger.total_bytes(direction="down") - down0
+        record = EpochRecord(
+            epoch=epoch, test_accuracy=float(metrics.get("accuracy", float("nan"))),
+            test_loss=float(metrics.get("loss", float("nan"))),
+            train_loss=sum(book.losses) / max(len(book.losses), 1), seconds=time.perf_counter() - t0,
+            critical_path_seconds=book.critical, bytes=up + down, bytes_up=up, bytes_down=down)
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+    return history
+
+
+def _round(grid: Grid, pids: list[str], centres: dict[str, CentreSide], agent_side: torch.nn.Module,
+           settings: SplitSettings, epoch: int, book: _Epoch, observers: list[Observer] | None, *,
+           parallel: bool, order_seed: int | None = None) -> dict[str, int]:
+    """BEGIN, every mini-batch step, END for ``pids`` (one agent's turn, or a parallel round).
+
+    Loads the new agent side into ``agent_side`` (the relayed weights, or their n_k-weighted mean)
+    and returns n_k by agent.
+    """
+    begin = Message(BEGIN, tensors=side_state(agent_side), payload=PayloadKind.PARAMETERS, values={
+        "epoch": epoch, "batch_size": settings.batch_size, "lr": settings.lr, "momentum": settings.momentum,
+        "weight_decay": settings.weight_decay})
+    replies = grid.send_and_receive({pid: begin for pid in pids}, round=epoch)
+    book.agents(replies, parallel)
+    num_batches = {pid: int(replies[pid].values["num_batches"]) for pid in pids}
+    gen = torch_generator(order_seed, "sflv2-order", epoch) if order_seed is not None else None
+    for step in range(max(num_batches.values())):
+        active = [pid for pid in pids if step < num_batches[pid]]
+        if gen is not None:
+            active = [active[i] for i in torch.randperm(len(active), generator=gen).tolist()]
+        _step(grid, active, centres, settings, epoch, book, observers, parallel)
+    ends = grid.send_and_receive({pid: Message(END) for pid in pids}, round=epoch)
+    weights = {pid: int(ends[pid].values["num_examples"]) for pid in pids}
+    states = [dict(ends[pid].tensors) for pid in pids]
+    agent_side.load_state_dict(get_aggregator("fedavg")(states, [weights[p] for p in pids]), strict=True)
+    return weights
+
+
+def _step(grid: Grid, active: list[str], centres: dict[str, CentreSide], settings: SplitSettings, epoch: int,
+          book: _Epoch, observers: list[Observer] | None, parallel: bool) -> None:
+    """One mini-batch of every active agent, the centre serving them in the order of ``active``."""
+    forwards = grid.send_and_receive({pid: Message(FORWARD, values={"epoch": epoch}) for pid in active},
+                                     round=epoch)
+    book.agents(forwards, parallel)
+    gradients: dict[str, torch.Tensor] = {}
+    for pid in active:
+        acts = forwards[pid].tensors["activations"]
+        for observe in observers or []:
+            observe(pid, epoch, acts)
+        if not settings.u_shaped:
+            gradients[pid], loss = centres[pid].step(acts, forwards[pid].tensors["labels"])
+            book.losses.append(loss)
+            continue
+        # U-shaped: one agent at a time, so that a shared middle is stepped between agents.
+        out = centres[pid].forward_middle(acts)
+        head = grid.send_and_receive({pid: Message(HEAD, tensors={"activations": out},
+                                                   payload=PayloadKind.ACTIVATIONS)}, round=epoch)
+        book.agents(head, parallel=False)
+        book.losses.append(float(head[pid].values["loss"]))
+        gradients[pid] = centres[pid].backward_middle(head[pid].tensors["gradient"])
+    backs = grid.send_and_receive({pid: Message(BACKWARD, tensors={"gradient": gradients[pid]},
+                                                payload=PayloadKind.GRADIENTS) for pid in active}, round=epoch)
+    book.agents(backs, parallel)
