@@ -1,0 +1,254 @@
+"""Per-sample deep-feature reconstruction from one batch gradient (patent CN114287009A).
+
+Notation: the shared model is ``f_c . f_{n+1} . f_n ... f_1``; ``X = f_n(...)`` is the input of the
+last block f_{n+1} (shape ``(B, *S)``, e.g. ``(B, 64, 7, 7)``) and ``E(X) = f_{n+1}(X)`` the feature
+the head classifies (``(B, d)``). The server observes ``g_{n+1}`` and ``g_c``, the uploaded
+gradients of the last block's and the head's parameters, and the batch size ``B``.
+
+The patent's method optimises dummy features ``X_hat`` and soft pseudo-labels ``Y_hat`` so that the
+gradients they induce match the observed ones::
+
+    min_{X_hat, Y_hat}  d(g_{n+1}, g_hat_{n+1}) + lambda * d(g_c, g_hat_c)
+    g_hat = d/dtheta  CE(f_c(f_{n+1}(X_hat)), softmax(Y_hat))
+
+with ``d`` of :mod:`cotrain.audit.distance`, lambda = 0.1, learning rate alpha = 0.1, up to 5000
+steps. Improvements here (each switchable, measured in ``docs/audit.md``):
+
+* ``labels="recover"``: the labels are read from the head's gradient
+  (:mod:`cotrain.audit.labels`) and fixed, removing ``B x K`` unknowns;
+* ``init="auxiliary"``: ``X_hat`` starts at the server's own auxiliary samples of the recovered
+  classes passed through the shared model (a data prior instead of noise);
+* ``nonnegative``: ``X_hat`` is projected onto ``X >= 0`` after each step when the auxiliary
+  features are non-negative (outputs of a ReLU / max-pool);
+* ``exact_batch_one``: for ``B = 1``, ``E(X)`` is read exactly from the head's gradient
+  (``dW[k] / db[k]``) and ``d(E, f_{n+1}(X_hat))`` is added to the objective;
+* Adam with a cosine-decayed step size, restarts keeping the lowest objective, a time limit.
+
+Counting bound: the observed gradient gives ``#params(f_{n+1}) + #params(f_c)`` equations; the
+unknowns are ``B * prod(S)`` (plus ``B * K`` for soft labels). :attr:`Reconstruction.equations_per_unknown`
+reports the ratio; below 1 a unique solution cannot be expected without a prior.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from cotrain.audit.distance import gradient_distance
+from cotrain.audit.labels import bias_signal, head_gradients, recover_label_counts, counts_to_labels, \
+    single_sample_embedding
+from cotrain.audit.threat_model import ObservedUpload, block_parameter_names, head_parameter_names
+from cotrain.models.blocks import BlockModel
+from cotrain.seeding import torch_generator
+
+
+@dataclass(frozen=True)
+class ReconstructionSettings:
+    """How to reconstruct. Defaults are this library's improved method; :meth:`patent` gives the document's."""
+
+    steps: int = 5000
+    lr: float = 0.1
+    head_weight: float = 0.1
+    labels: str = "recover"
+    init: str = "auxiliary"
+    nonnegative: bool = True
+    exact_batch_one: bool = True
+    restarts: int = 1
+    schedule: str = "cosine"
+    time_limit: float | None = None
+    tolerance: float = 1e-7
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.labels not in ("recover", "soft"):
+            raise ValueError(f"labels must be 'recover' or 'soft', got {self.labels!r}")
+        if self.init not in ("auxiliary", "random"):
+            raise ValueError(f"init must be 'auxiliary' or 'random', got {self.init!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if self.steps < 0 or self.restarts < 1:
+            raise ValueError("steps must be >= 0 and restarts >= 1")
+
+    @classmethod
+    def patent(cls, **overrides: object) -> "ReconstructionSettings":
+        """The document's method: random init, soft pseudo-labels, constant step, no projections."""
+        base = cls(labels="soft", init="random", nonnegative=False, exact_batch_one=False, schedule="constant")
+        return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+@dataclass
+class AuxiliaryPrior:
+    """The server's own data seen through the shared model: ``block_inputs`` ``(N, *S)`` and ``labels`` ``(N,)``."""
+
+    block_inputs: torch.Tensor
+    labels: torch.Tensor
+
+
+@torch.no_grad()
+def auxiliary_prior(model: BlockModel, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 512) -> AuxiliaryPrior:
+    """Inputs of the last block for the server's auxiliary samples ``x`` (``model.features(x, n)``)."""
+    model.eval()
+    n = model.num_blocks - 1
+    feats = torch.cat([model.features(x[s:s + batch_size], n) for s in range(0, len(x), batch_size)])
+    return AuxiliaryPrior(block_inputs=feats, labels=y.clone())
+
+
+@dataclass
+class Reconstruction:
+    """Result of one reconstruction.
+
+    ``features``: ``X_hat`` ``(B, *S)``; ``embeddings``: ``E(X_hat)`` ``(B, d)`` (the exact read when
+    ``B = 1``); ``labels``: recovered (or arg-max pseudo) labels ``(B,)``; ``objective``: final
+    value; ``equations`` / ``unknowns`` and their ratio at the level of ``X``.
+    """
+
+    features: torch.Tensor
+    embeddings: torch.Tensor
+    labels: torch.Tensor
+    objective: float
+    steps: int
+    seconds: float
+    equations: int
+    unknowns: int
+    embedding_unknowns: int
+
+    @property
+    def equations_per_unknown(self) -> float:
+        return self.equations / max(self.unknowns, 1)
+
+    @property
+    def equations_per_embedding_unknown(self) -> float:
+        return self.equations / max(self.embedding_unknowns, 1)
+
+
+def counting_bound(model: BlockModel, batch_size: int, feature_shape: tuple[int, ...], *,
+                   soft_labels: bool = False, num_classes: int = 0) -> tuple[int, int]:
+    """``(equations, unknowns)``: parameters of ``f_{n+1}`` and ``f_c`` vs ``B * prod(S)`` (+ ``B * K``)."""
+    last, head = model.last_block_and_head()
+    equations = sum(p.numel() for p in last.parameters()) + sum(p.numel() for p in head.parameters())
+    unknowns = batch_size * math.prod(feature_shape) + (batch_size * num_classes if soft_labels else 0)
+    return equations, unknowns
+
+
+def _initial_features(prior: AuxiliaryPrior | None, labels: torch.Tensor, shape: tuple[int, ...],
+                      settings: ReconstructionSettings, gen: torch.Generator) -> torch.Tensor:
+    b = labels.numel()
+    if settings.init == "auxiliary":
+        if prior is None:
+            raise ValueError("init='auxiliary' needs the server's auxiliary prior (auxiliary_prior(...))")
+        picks = []
+        pool_all = torch.arange(len(prior.labels))
+        for k in labels.tolist():
+            pool = (prior.labels == k).nonzero().flatten()
+            pool = pool if pool.numel() else pool_all
+            picks.append(int(pool[torch.randint(pool.numel(), (1,), generator=gen)]))
+        return prior.block_inputs[torch.tensor(picks)].clone().reshape(b, *shape)
+    scale = float(prior.block_inputs.std()) if prior is not None else 1.0
+    x = torch.randn((b, *shape), generator=gen) * scale
+    return x.abs() if settings.nonnegative else x
+
+
+def reconstruct_features(model: BlockModel, upload: ObservedUpload, *, prior: AuxiliaryPrior | None = None,
+                         settings: ReconstructionSettings = ReconstructionSettings(),
+                         class_probs: torch.Tensor | None = None,
+                         feature_shape: tuple[int, ...] | None = None) -> Reconstruction:
+    """Reconstruct the batch's last-block inputs ``X`` and features ``E(X)`` from one upload.
+
+    ``model`` is the shared architecture (its state is replaced by a private copy of the upload's);
+    ``prior`` the server's auxiliary features; ``class_probs`` the ``(K, K)`` matrix for label-count
+    recovery; ``feature_shape`` is ``S`` (taken from ``prior`` when omitted).
+    """
+    t0 = time.perf_counter()
+    net = upload.shared_model(model)
+    for p in net.parameters():
+        p.requires_grad_(True)
+    last, head = net.last_block_and_head()
+    last.train()
+    head.train()
+    if upload.batch_size is None:
+        raise ValueError("the upload carries no batch size; pass it in ObservedUpload.batch_size")
+    b = int(upload.batch_size)
+    if feature_shape is None:
+        if prior is None:
+            raise ValueError("give feature_shape or an auxiliary prior")
+        feature_shape = tuple(prior.block_inputs.shape[1:])
+    shape = tuple(feature_shape)
+    num_classes = head.out_features if isinstance(head, nn.Linear) else 0
+    block_names = block_parameter_names(net, -1)
+    head_names = head_parameter_names(net)
+    params = dict(net.named_parameters())
+    block_params = [params[n] for n in block_names]
+    head_params = [params[n] for n in head_names]
+    g_block = [upload.gradients[n].detach() for n in block_names]
+    g_head = [upload.gradients[n].detach() for n in head_names]
+    dw, db = head_gradients(net, upload)
+    signal = bias_signal(dw, db)
+    counts = recover_label_counts(signal, b, class_probs)
+    labels = counts_to_labels(counts)
+    anchor = single_sample_embedding(dw, db).detach() if (b == 1 and settings.exact_batch_one) else None
+    nonneg = settings.nonnegative and (prior is None or float(prior.block_inputs.min()) >= 0.0)
+    soft = settings.labels == "soft"
+    equations, unknowns = counting_bound(net, b, shape, soft_labels=soft, num_classes=num_classes)
+    with torch.no_grad():
+        last.eval()
+        d = last(torch.zeros((1, *shape))).reshape(1, -1).shape[1]
+        last.train()
+
+    best: tuple[float, torch.Tensor, torch.Tensor, int] | None = None
+    budget = settings.time_limit
+    for restart in range(settings.restarts):
+        gen = torch_generator(settings.seed, "reconstruct", restart)
+        x_hat = _initial_features(prior, labels, shape, settings, gen).requires_grad_(True)
+        variables = [x_hat]
+        y_hat = None
+        if soft:
+            y_hat = (0.1 * torch.randn((b, num_classes), generator=gen)).requires_grad_(True)
+            variables.append(y_hat)
+        opt = torch.optim.Adam(variables, lr=settings.lr)
+        objective = float("inf")
+        step = 0
+        restart_t0 = time.perf_counter()
+        restart_budget = None if budget is None else budget / settings.restarts
+        for step in range(1, settings.steps + 1):
+            if settings.schedule == "cosine":
+                for group in opt.param_groups:
+                    group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / max(settings.steps, 1)))
+            e = last(x_hat).reshape(b, -1)
+            logits = head(e)
+            if y_hat is not None:
+                ce = -(torch.softmax(y_hat, 1) * torch.log_softmax(logits, 1)).sum(1).mean()
+            else:
+                ce = nn.functional.cross_entropy(logits, labels)
+            grads = torch.autograd.grad(ce, block_params + head_params, create_graph=True)
+            obj = gradient_distance(g_block, grads[:len(block_params)]) + \
+                settings.head_weight * gradient_distance(g_head, grads[len(block_params):])
+            if anchor is not None:
+                obj = obj + gradient_distance(anchor, e[0])
+            var_grads = torch.autograd.grad(obj, variables)
+            for v, gv in zip(variables, var_grads):
+                v.grad = gv
+            opt.step()
+            if nonneg:
+                with torch.no_grad():
+                    x_hat.clamp_(min=0.0)
+            objective = float(obj.detach())
+            if objective < settings.tolerance:
+                break
+            if restart_budget is not None and time.perf_counter() - restart_t0 > restart_budget:
+                break
+        final_labels = labels if y_hat is None else y_hat.detach().argmax(1)
+        if best is None or objective < best[0]:
+            best = (objective, x_hat.detach().clone(), final_labels, step)
+    assert best is not None
+    objective, x_best, final_labels, steps_done = best
+    with torch.no_grad():
+        emb = last(x_best).reshape(b, -1)
+    if anchor is not None:
+        emb = anchor.reshape(1, -1).clone()
+    return Reconstruction(features=x_best, embeddings=emb, labels=final_labels, objective=objective,
+                          steps=steps_done, seconds=time.perf_counter() - t0, equations=equations,
+                          unknowns=unknowns, embedding_unknowns=b * d)
