@@ -1,0 +1,229 @@
+"""The per-round protocol of federated adversarial domain adaptation (server side).
+
+The patent "Model training method and computing node based on federated transfer learning"
+(claims 1-15), ADDA-style alignment (Tzeng et al., CVPR 2017) in which nodes exchange parameters
+of G, T and D only. Per round r:
+
+1. each source trains G_s, T_s on its labelled data (round 0: ``pretrain_rounds`` FedAvg rounds of
+   plain supervised training from one common initialisation; later rounds: step 5 of round r-1);
+2. the G_s go to the aggregating party, which takes
+   ``G = sum_s w_s G_s`` (w_s proportional to examples) as the target's G, mixed with the target's
+   own G_t with weight ``target_weight`` when the target has one (``target_encoder`` set);
+3. each source trains D_s := D_all with G_s, T_s frozen on its features (label "source"); the target
+   trains D_t := D_all with G frozen on its features (label "target");
+4. ``D_all = 1/2 sum_s (n_s / sum n) D_s + 1/2 D_t``: both domains weigh the same, as in the pooled
+   loss of ADDA eq. 7; D_all is sent to every source;
+5. each source holds D_all fixed and retrains G_s, T_s on ``CE + lambda * L_conf(D_all(G_s(x_s)), "target")``,
+   starting from the aggregates G, T when ``sync_sources`` (the FedAvg step that keeps averaging of
+   several sources meaningful; with one source and no target G it changes nothing).
+
+After the last round the target holds ``G = aggregate(G_s [, G_t])`` and ``T = aggregate(T_s)``.
+
+Two topologies, one code path. The grid is server-centric, so the aggregating party is the server:
+``target=TargetNode(...)`` makes the target node itself the server (aggregation at the target; its
+local work needs no message); ``target=None`` makes the server a separate aggregator, and the target
+is the grid participant ``target_id``. Every other participant is a source node. Either way every
+message crosses the grid and lands on its ledger, and only parameters cross.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import torch
+
+from cotrain.federated.aggregation import get_aggregator
+from cotrain.models.blocks import BlockModel
+from cotrain.runtime.grid import Grid
+from cotrain.runtime.message import Message, PayloadKind
+from cotrain.transfer.discriminator import DomainDiscriminator
+from cotrain.transfer.nodes import (ADAPT, DISCRIMINATOR, PRETRAIN, TARGET_DISCRIMINATOR, TARGET_ENCODER, LocalPhase,
+                                    TargetNode, pack, unpack)
+
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class FadaSettings:
+    """Rounds and local phases of the protocol (see the module docstring for the maths).
+
+    ``pretrain``: step 1 per pretraining round; ``discriminator``: step 3 at every node;
+    ``adapt``: step 5 (``adapt.weight`` is lambda); ``target_encoder``: the target's own G trained as in
+    ADDA (None: the target has no G of its own and takes the sources' aggregate).
+    """
+
+    rounds: int = 20
+    pretrain_rounds: int = 1
+    pretrain: LocalPhase = LocalPhase(steps=500, lr=1e-3, beta1=0.9)
+    discriminator: LocalPhase = LocalPhase(steps=5)
+    adapt: LocalPhase = LocalPhase(steps=20)
+    target_encoder: LocalPhase | None = None
+    target_weight: float = 0.5
+    sync_sources: bool = True
+    aggregator: str = "fedavg"
+
+    def __post_init__(self) -> None:
+        if self.rounds < 0 or self.pretrain_rounds < 1:
+            raise ValueError(f"need rounds >= 0 and pretrain_rounds >= 1, got {self.rounds}, {self.pretrain_rounds}")
+        if not 0.0 <= self.target_weight < 1.0:
+            raise ValueError(f"target_weight must be in [0, 1), got {self.target_weight}")
+        get_aggregator(self.aggregator)
+
+
+@dataclass
+class FadaRound:
+    """What one round produced, as the aggregating party saw it."""
+
+    round: int
+    phase: str
+    seconds: float
+    bytes_up: int
+    bytes_down: int
+    source_losses: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class FadaResult:
+    """The target's final model (G = aggregate of the last G_s [and G_t], T = aggregate of T_s)."""
+
+    model: BlockModel
+    discriminator: DomainDiscriminator
+    history: list[FadaRound]
+
+
+Evaluator = Callable[[BlockModel], dict[str, float]]
+
+
+class _Server:
+    """The aggregating party: sends to sources (and to a remote target) and aggregates replies."""
+
+    def __init__(self, grid: Grid, settings: FadaSettings, target: TargetNode | None, target_id: str) -> None:
+        self.grid, self.settings, self.target, self.target_id = grid, settings, target, target_id
+        ids = grid.participant_ids()
+        if target is None and target_id not in ids:
+            raise ValueError(f"aggregator topology: no participant {target_id!r} among {ids}")
+        self.sources = [p for p in ids if target is not None or p != target_id]
+        if not self.sources:
+            raise ValueError("no source nodes are connected")
+        self.aggregate = get_aggregator(settings.aggregator)
+
+    def send(self, to_sources: Message, to_target: Message | None, round: int) -> tuple[dict[str, Message], Message | None]:
+        messages = {pid: to_sources for pid in self.sources}
+        if to_target is not None:
+            messages[self.target_id] = to_target
+        replies = self.grid.send_and_receive(messages, round=round)
+        return {pid: replies[pid] for pid in self.sources}, replies.get(self.target_id)
+
+    def mean(self, replies: Mapping[str, Message], prefix: str) -> Tensors:
+        uploads = [unpack(replies[p].tensors, prefix) for p in self.sources]
+        return self.aggregate(uploads, [float(replies[p].values["num_examples"]) for p in self.sources])
+
+    def mix(self, sources: Tensors, other: Tensors, weight_other: float) -> Tensors:
+        return self.aggregate([sources, other], [1.0 - weight_other, weight_other])
+
+
+def _prefixed(prefix: str, state: Mapping[str, torch.Tensor]) -> Tensors:
+    return {f"{prefix}.{k}": v for k, v in state.items()}
+
+
+def _message(kind: str, tensors: Tensors, phase: LocalPhase, round: int) -> Message:
+    return Message(kind, tensors=tensors, payload=PayloadKind.PARAMETERS, values=phase.to_values(round))
+
+
+def run_fada(grid: Grid, model: BlockModel, discriminator: DomainDiscriminator, settings: FadaSettings, *,
+             target: TargetNode | None = None, target_id: str = "target", evaluate: Evaluator | None = None,
+             on_round: Callable[[FadaRound], None] | None = None) -> FadaResult:
+    """Run pretraining and ``settings.rounds`` adaptation rounds; ``model`` / ``discriminator`` hold
+    the common initialisation on entry and the final aggregates (G, T; D_all) on return.
+
+    ``target``: aggregation at the target (this process is the target node); None: at a separate
+    aggregator, the target being the grid participant ``target_id``. ``evaluate`` is the experiment's
+    scorer of the aggregate model (it holds ground truth; no node does).
+    """
+    s = settings
+    server = _Server(grid, s, target, target_id)
+    history: list[FadaRound] = []
+
+    def record(rnd: int, phase: str, t0: float, up0: int, down0: int, replies: Mapping[str, Message]) -> None:
+        metrics = evaluate(model) if evaluate is not None else {}
+        rec = FadaRound(rnd, phase, time.perf_counter() - t0, grid.ledger.total_bytes(direction="up") - up0,
+                        grid.ledger.total_bytes(direction="down") - down0,
+                        {p: float(m.values.get("loss", float("nan"))) for p, m in replies.items()}, metrics)
+        history.append(rec)
+        if on_round is not None:
+            on_round(rec)
+
+    # Step 1: pretraining, FedAvg of (G, T) from one common initialisation.
+    g_state, t_state = model.blocks.state_dict(), model.head.state_dict()
+    replies: dict[str, Message] = {}
+    for rnd in range(1, s.pretrain_rounds + 1):
+        t0, up0, down0 = time.perf_counter(), grid.ledger.total_bytes(direction="up"), grid.ledger.total_bytes(direction="down")
+        tensors = {**_prefixed("G", g_state), **_prefixed("T", t_state)}
+        replies, _ = server.send(_message(PRETRAIN, tensors, s.pretrain, rnd), None, rnd)
+        g_state, t_state = server.mean(replies, "G"), server.mean(replies, "T")
+        model.blocks.load_state_dict(g_state)
+        model.head.load_state_dict(t_state)
+        record(rnd, "pretrain", t0, up0, down0, replies)
+
+    d_state = {k: v.detach().clone() for k, v in discriminator.state_dict().items()}
+    g_target: Tensors | None = None  # the target's own G, once it has one
+
+    def collect() -> tuple[Tensors, Tensors]:
+        """Step 2: the uploaded G_s (mixed with the target's own G) and T_s aggregated into ``model``."""
+        g = server.mean(replies, "G")
+        if g_target is not None:
+            g = server.mix(g, g_target, s.target_weight)
+        t = server.mean(replies, "T")
+        model.blocks.load_state_dict(g)
+        model.head.load_state_dict(t)
+        if target is not None:
+            target.set_encoder(g)
+        return g, t
+
+    g_agg, t_agg = collect()
+    for rnd in range(s.pretrain_rounds + 1, s.pretrain_rounds + s.rounds + 1):
+        t0, up0, down0 = time.perf_counter(), grid.ledger.total_bytes(direction="up"), grid.ledger.total_bytes(direction="down")
+        # Step 3: every node trains its D from D_all with its G frozen (the target's G is G_agg).
+        d_all_msg = _prefixed("D", d_state)
+        to_target = None
+        if target is not None:
+            d_target = target.train_discriminator(d_state, s.discriminator, rnd)
+        else:
+            to_target = _message(TARGET_DISCRIMINATOR, {**_prefixed("G", g_agg), **d_all_msg}, s.discriminator, rnd)
+        d_replies, t_reply = server.send(_message(DISCRIMINATOR, d_all_msg, s.discriminator, rnd), to_target, rnd)
+        if t_reply is not None:
+            d_target = unpack(t_reply.tensors, "D")
+        # Step 4: D_all, both domains weighing the same.
+        d_state = server.mix(server.mean(d_replies, "D"), d_target, 0.5)
+        discriminator.load_state_dict(d_state)
+        # Step 5 (and the target's own encoder step, when it has one).
+        adapt_tensors = _prefixed("D", d_state)
+        if s.sync_sources:
+            adapt_tensors.update({**_prefixed("G", g_agg), **_prefixed("T", t_agg)})
+        to_target = None
+        if s.target_encoder is not None:
+            if target is not None:
+                g_target = target.train_encoder(d_state, t_agg, s.target_encoder, rnd)
+            else:
+                to_target = _message(TARGET_ENCODER, {**_prefixed("D", d_state), **_prefixed("T", t_agg)},
+                                     s.target_encoder, rnd)
+        replies, t_reply = server.send(_message(ADAPT, adapt_tensors, s.adapt, rnd), to_target, rnd)
+        if t_reply is not None:
+            g_target = unpack(t_reply.tensors, "G")
+        # Step 2 of the next round: aggregate what came back.
+        g_agg, t_agg = collect()
+        record(rnd, "adapt", t0, up0, down0, replies)
+    return FadaResult(model=model, discriminator=discriminator, history=history)
+
+
+def final_parameters(result: FadaResult) -> Tensors:
+    """The final G and T as named tensors ``G.*``, ``T.*`` (what the target keeps)."""
+    return {**pack("G", result.model.blocks), **pack("T", result.model.head)}
+
+
