@@ -22,7 +22,8 @@ steps. Improvements here (each switchable, measured in ``docs/audit.md``):
   features are non-negative (outputs of a ReLU / max-pool);
 * ``exact_batch_one``: for ``B = 1``, ``E(X)`` is read exactly from the head's gradient
   (``dW[k] / db[k]``) and ``d(E, f_{n+1}(X_hat))`` is added to the objective;
-* Adam with a cosine-decayed step size, restarts keeping the lowest objective, a time limit.
+* ``relative_lr``: the Adam step is ``lr * std(auxiliary block inputs)``, so one setting fits
+  features of any scale; restarts keep the lowest objective; a time limit bounds the cost.
 
 Counting bound: the observed gradient gives ``#params(f_{n+1}) + #params(f_c)`` equations; the
 unknowns are ``B * prod(S)`` (plus ``B * K`` for soft labels). :attr:`Reconstruction.equations_per_unknown`
@@ -51,14 +52,15 @@ class ReconstructionSettings:
     """How to reconstruct. Defaults are this library's improved method; :meth:`patent` gives the document's."""
 
     steps: int = 5000
-    lr: float = 0.1
+    lr: float = 0.03
+    relative_lr: bool = True
     head_weight: float = 0.1
     labels: str = "recover"
     init: str = "auxiliary"
     nonnegative: bool = True
     exact_batch_one: bool = True
     restarts: int = 1
-    schedule: str = "cosine"
+    schedule: str = "constant"
     time_limit: float | None = None
     tolerance: float = 1e-7
     seed: int = 0
@@ -76,7 +78,8 @@ class ReconstructionSettings:
     @classmethod
     def patent(cls, **overrides: object) -> "ReconstructionSettings":
         """The document's method: random init, soft pseudo-labels, constant step, no projections."""
-        base = cls(labels="soft", init="random", nonnegative=False, exact_batch_one=False, schedule="constant")
+        base = cls(lr=0.1, relative_lr=False, labels="soft", init="random", nonnegative=False,
+                   exact_batch_one=False, schedule="constant")
         return replace(base, **overrides)  # type: ignore[arg-type]
 
 
@@ -208,7 +211,8 @@ def reconstruct_features(model: BlockModel, upload: ObservedUpload, *, prior: Au
         if soft:
             y_hat = (0.1 * torch.randn((b, num_classes), generator=gen)).requires_grad_(True)
             variables.append(y_hat)
-        opt = torch.optim.Adam(variables, lr=settings.lr)
+        base_lr = settings.lr * (float(prior.block_inputs.std()) if settings.relative_lr and prior is not None else 1.0)
+        opt = torch.optim.Adam(variables, lr=base_lr)
         objective = float("inf")
         step = 0
         restart_t0 = time.perf_counter()
@@ -216,7 +220,7 @@ def reconstruct_features(model: BlockModel, upload: ObservedUpload, *, prior: Au
         for step in range(1, settings.steps + 1):
             if settings.schedule == "cosine":
                 for group in opt.param_groups:
-                    group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / max(settings.steps, 1)))
+                    group["lr"] = base_lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / max(settings.steps, 1)))
             e = last(x_hat).reshape(b, -1)
             logits = head(e)
             if y_hat is not None:
