@@ -71,6 +71,7 @@ class ProcessGroup:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.tag = uuid.uuid4().hex
         self._procs: dict[str, subprocess.Popen] = {}
+        self._short: set[str] = set()
 
     def __enter__(self) -> "ProcessGroup":
         return self
@@ -92,6 +93,7 @@ class ProcessGroup:
 
     def run_to_end(self, name: str, cmd: Sequence[str], *, env: dict[str, str], timeout_s: float) -> str:
         """Run ``cmd`` to its end; its output (also logged); raise if it fails or times out."""
+        self._short.add(name)
         proc = self.start(name, cmd, env=env)
         try:
             rc = proc.wait(timeout=timeout_s)
@@ -116,7 +118,7 @@ class ProcessGroup:
     def check_alive(self) -> None:
         """Raise if a long-running process of the group has exited."""
         for name, proc in self._procs.items():
-            if name != "flwr-run" and proc.poll() is not None:
+            if name not in self._short and proc.poll() is not None:
                 tail = (self.log_dir / f"{name}.log").read_text(encoding="utf-8", errors="replace")[-3000:]
                 raise FlowerLaunchError(f"{name} exited with {proc.returncode}:\n{tail}")
 
@@ -235,60 +237,83 @@ def _submit(procs: ProcessGroup, env: dict[str, str], app_dir: Path, *,
     return str(payload.get("run-id"))
 
 
-def _wait_for_results(procs: ProcessGroup, results: Path, timeout_s: float) -> RunResult:
+def _run_status(procs: ProcessGroup, env: dict[str, str], run_id: str) -> str:
+    """The SuperLink's status of ``run_id`` (``"running"``, ``"finished:failed"``, ...), or ``""``."""
+    try:
+        out = procs.run_to_end("flwr-ls", ["flwr", "ls", CONNECTION, "--run-id", run_id, "--format", "json"],
+                               env=env, timeout_s=60.0)
+        runs = json.loads(out[out.index("{"):out.rindex("}") + 1]).get("runs", [])
+    except (FlowerLaunchError, ValueError):
+        return ""
+    return str(runs[0].get("status", "")) if runs else ""
+
+
+def _wait_for_results(procs: ProcessGroup, env: dict[str, str], run_id: str, results: Path,
+                      timeout_s: float, status_every_s: float = 15.0) -> RunResult:
+    """Wait for ``done.json``; fail fast on ``error.txt``, a dead process or a run the SuperLink ended."""
     deadline = time.monotonic() + timeout_s
+    next_status = time.monotonic() + status_every_s
+    finished_seen, status = False, ""
     while time.monotonic() < deadline:
         if (results / ERROR_FILE).exists():
             raise FlowerLaunchError(f"the ServerApp failed:\n{(results / ERROR_FILE).read_text(encoding='utf-8')}"
                                     f"\nlogs: {procs.log_dir}")
         if (results / DONE_FILE).exists():
             return read_results(results)
+        if finished_seen:
+            raise FlowerLaunchError(f"run {run_id} ended ({status}) without results; logs: {procs.log_dir}")
         procs.check_alive()
+        if time.monotonic() > next_status:
+            status = _run_status(procs, env, run_id)
+            finished_seen = status.startswith("finished")
+            next_status = time.monotonic() + status_every_s
+            continue
         time.sleep(0.2)
     raise FlowerLaunchError(f"no results in {results} after {timeout_s} s; logs: {procs.log_dir}")
 
 
-def _prepare(cfg: ExperimentConfig, workdir: Path, job: str, timeout_s: float) -> tuple[Path, Path]:
+def _launch(cfg: ExperimentConfig, workdir: str | Path, *, job: str, timeout_s: float, simulation: bool,
+            cpus_per_client: int = 1) -> RunResult:
     workdir = Path(workdir)
     results = workdir / "results"
     for name in (DONE_FILE, ERROR_FILE):
         (results / name).unlink(missing_ok=True)
     app_dir = write_app(workdir / "app", cfg, results_dir=results, job=job, node_wait_s=timeout_s,
                         reply_timeout_s=timeout_s)
-    return app_dir, results
+    n = load_job(job).num_participants(cfg)
+    with ProcessGroup(workdir / "logs") as procs:
+        env = _base_env(workdir, procs)
+        port = free_port()
+        write_flwr_home(Path(env["FLWR_HOME"]), port)
+        _start_superlink(procs, env, port, simulation=simulation)
+        if simulation:
+            federation = [f"num-supernodes={n}", f"client-resources-num-cpus={cpus_per_client}",
+                          "client-resources-num-gpus=0.0"]
+        else:
+            federation = []
+            for i in range(n):
+                procs.start(f"supernode-{i}", [
+                    "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{port}",
+                    "--node-config", f"partition-id={i} num-partitions={n}",
+                    "--host", "127.0.0.1", "--port", str(free_port())], env=env)
+        run_id = _submit(procs, env, app_dir, federation_config=federation)
+        return _wait_for_results(procs, env, run_id, results, timeout_s)
 
 
 def run_flower_simulation(cfg: ExperimentConfig, *, workdir: str | Path, timeout_s: float = 600.0,
                           job: str = DEFAULT_JOB, cpus_per_client: int = 1) -> RunResult:
-    """Run ``cfg`` on Flower's simulation engine (a SuperLink in simulation mode, Ray actors as nodes)."""
-    workdir = Path(workdir)
-    app_dir, results = _prepare(cfg, workdir, job, timeout_s)
-    n = load_job(job).num_participants(cfg)
-    with ProcessGroup(workdir / "logs") as procs:
-        env = _base_env(workdir, procs)
-        port = free_port()
-        write_flwr_home(Path(env["FLWR_HOME"]), port)
-        _start_superlink(procs, env, port, simulation=True)
-        _submit(procs, env, app_dir, federation_config=[
-            f"num-supernodes={n}", f"client-resources-num-cpus={cpus_per_client}", "client-resources-num-gpus=0.0"])
-        return _wait_for_results(procs, results, timeout_s)
+    """Run ``cfg`` on Flower's simulation engine: a SuperLink in simulation mode, Ray actors as nodes.
+
+    ``workdir`` receives ``app/`` (the Flower app), ``flwr_home/``, ``logs/`` and ``results/``.
+    """
+    return _launch(cfg, workdir, job=job, timeout_s=timeout_s, simulation=True, cpus_per_client=cpus_per_client)
 
 
 def run_flower_deployment(cfg: ExperimentConfig, *, workdir: str | Path, timeout_s: float = 600.0,
                           job: str = DEFAULT_JOB) -> RunResult:
-    """Run ``cfg`` on Flower's deployment engine: a SuperLink and one SuperNode process per participant."""
-    workdir = Path(workdir)
-    app_dir, results = _prepare(cfg, workdir, job, timeout_s)
-    n = load_job(job).num_participants(cfg)
-    with ProcessGroup(workdir / "logs") as procs:
-        env = _base_env(workdir, procs)
-        port = free_port()
-        write_flwr_home(Path(env["FLWR_HOME"]), port)
-        _start_superlink(procs, env, port, simulation=False)
-        for i in range(n):
-            procs.start(f"supernode-{i}", [
-                "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{port}",
-                "--node-config", f"partition-id={i} num-partitions={n}",
-                "--host", "127.0.0.1", "--port", str(free_port())], env=env)
-        _submit(procs, env, app_dir)
-        return _wait_for_results(procs, results, timeout_s)
+    """Run ``cfg`` on Flower's deployment engine: a SuperLink and one SuperNode process per participant,
+    SuperNode ``i`` started with ``--node-config "partition-id=i num-partitions=N"``.
+
+    ``workdir`` receives ``app/`` (the Flower app), ``flwr_home/``, ``logs/`` and ``results/``.
+    """
+    return _launch(cfg, workdir, job=job, timeout_s=timeout_s, simulation=False)
