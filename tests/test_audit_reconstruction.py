@@ -1,17 +1,11 @@
 import torch
 
-from cotrain.audit import ObservedUpload, ReconstructionSettings, UploadRecorder, auxiliary_prior, reconstruct_features
+from cotrain.audit import ReconstructionSettings, UploadRecorder, auxiliary_prior, reconstruct_features
 from cotrain.audit.api import audit_upload
+from cotrain.audit.threat_model import simulate_upload
 from cotrain.audit.scoring import match
 from cotrain.federated.records import TrainResult
 from cotrain.models import build_model
-
-
-def _upload(model, x, y):
-    model.zero_grad()
-    torch.nn.functional.cross_entropy(model(x), y).backward()
-    return ObservedUpload(model_state={k: v.clone() for k, v in model.state_dict().items()},
-                          gradients={n: p.grad.clone() for n, p in model.named_parameters()}, batch_size=len(y))
 
 
 def test_positive_control_no_defence_tiny_model_small_batch():
@@ -19,7 +13,7 @@ def test_positive_control_no_defence_tiny_model_small_batch():
     torch.manual_seed(0)
     model = build_model("mlp", input_shape=(10,), num_classes=3, seed=0, hidden=[6, 8])
     x, y = torch.randn(2, 10), torch.tensor([0, 2])
-    up = _upload(model, x, y)
+    up = simulate_upload(model, x, y)
     x_aux, y_aux = torch.randn(60, 10), torch.arange(60) % 3
     prior = auxiliary_prior(model, x_aux, y_aux)
     rec = reconstruct_features(model, up, prior=prior,
@@ -34,7 +28,7 @@ def test_positive_control_no_defence_tiny_model_small_batch():
 
 def test_batch_one_embedding_is_exact_and_api(tiny_dataset):
     model = build_model("small_cnn", input_shape=(1, 8, 8), num_classes=3, seed=0, width=4)
-    up = _upload(model, tiny_dataset.x[:1], tiny_dataset.y[:1])
+    up = simulate_upload(model, tiny_dataset.x[:1], tiny_dataset.y[:1])
     res = audit_upload(model, up, tiny_dataset.subset(range(100, 200)), attribute="flag",
                        settings=ReconstructionSettings(steps=5))
     with torch.no_grad():

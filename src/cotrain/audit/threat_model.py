@@ -110,3 +110,19 @@ class UploadRecorder:
                 continue
             if result.kind == "gradient":
                 self.uploads.append(ObservedUpload.from_train_result(result, model, participant_id=pid, round=round))
+
+
+def simulate_upload(model: BlockModel, x: torch.Tensor, y: torch.Tensor, *, participant_id: str = "",
+                    round: int = 0) -> ObservedUpload:
+    """Experiment side: the FedSGD upload a participant holding ``(x, y)`` would send for ``model``.
+
+    Same computation as :class:`~cotrain.federated.FedAvgParticipant` with ``upload="gradient"``
+    (train mode, mean cross-entropy); ``model`` is left unchanged.
+    """
+    net = copy.deepcopy(model)
+    net.train()
+    net.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+    grads = {n: p.grad.detach().clone() for n, p in net.named_parameters()}
+    return ObservedUpload(model_state=model_state(model), gradients=grads, batch_size=len(y),
+                          participant_id=participant_id, round=round)
