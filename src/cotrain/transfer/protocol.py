@@ -49,7 +49,8 @@ Tensors = dict[str, torch.Tensor]
 class FadaSettings:
     """Rounds and local phases of the protocol (see the module docstring for the maths).
 
-    ``pretrain``: step 1 per pretraining round; ``discriminator``: step 3 at every node;
+    ``pretrain``: step 1 per pretraining round (``pretrain_rounds=0``: the model given to
+    :func:`run_fada` is taken as the sources' step-1 result, e.g. the output of ``fedavg_sources``); ``discriminator``: step 3 at every node;
     ``adapt``: step 5 (``adapt.weight`` is lambda); ``target_encoder``: the target's own G trained as in
     ADDA (None: the target has no G of its own and takes the sources' aggregate).
     """
@@ -65,8 +66,8 @@ class FadaSettings:
     aggregator: str = "fedavg"
 
     def __post_init__(self) -> None:
-        if self.rounds < 0 or self.pretrain_rounds < 1:
-            raise ValueError(f"need rounds >= 0 and pretrain_rounds >= 1, got {self.rounds}, {self.pretrain_rounds}")
+        if self.rounds < 0 or self.pretrain_rounds < 0 or self.rounds + self.pretrain_rounds == 0:
+            raise ValueError(f"need rounds, pretrain_rounds >= 0, not both 0; got {self.rounds}, {self.pretrain_rounds}")
         if not 0.0 <= self.target_weight < 1.0:
             raise ValueError(f"target_weight must be in [0, 1), got {self.target_weight}")
         get_aggregator(self.aggregator)
@@ -106,7 +107,7 @@ class _Server:
     def __init__(self, grid: Grid, settings: FadaSettings, target: TargetNode | None, target_id: str) -> None:
         self.grid, self.settings, self.target, self.target_id = grid, settings, target, target_id
         ids = grid.participant_ids()
-        if target is None and target_id not in ids:
+        if target is None and target_id not in ids and settings.rounds > 0:
             raise ValueError(f"aggregator topology: no participant {target_id!r} among {ids}")
         self.sources = [p for p in ids if target is not None or p != target_id]
         if not self.sources:
@@ -186,7 +187,12 @@ def run_fada(grid: Grid, model: BlockModel, discriminator: DomainDiscriminator, 
             target.set_encoder(g)
         return g, t
 
-    g_agg, t_agg = collect()
+    if replies:
+        g_agg, t_agg = collect()
+    else:  # no pretraining round: ``model`` is the sources' common step-1 model, sent in the first step 5
+        g_agg, t_agg = dict(model.blocks.state_dict()), dict(model.head.state_dict())
+        if target is not None:
+            target.set_encoder(g_agg)
     for rnd in range(s.pretrain_rounds + 1, s.pretrain_rounds + s.rounds + 1):
         t0, up0, down0 = time.perf_counter(), grid.ledger.total_bytes(direction="up"), grid.ledger.total_bytes(direction="down")
         # Step 3: every node trains its D from D_all with its G frozen (the target's G is G_agg).
@@ -204,7 +210,7 @@ def run_fada(grid: Grid, model: BlockModel, discriminator: DomainDiscriminator, 
         discriminator.load_state_dict(d_state)
         # Step 5 (and the target's own encoder step, when it has one).
         adapt_tensors = _prefixed("D", d_state)
-        if s.sync_sources:
+        if s.sync_sources or (s.pretrain_rounds == 0 and rnd == 1):
             adapt_tensors.update({**_prefixed("G", g_agg), **_prefixed("T", t_agg)})
         to_target = None
         if s.target_encoder is not None:
@@ -217,7 +223,12 @@ def run_fada(grid: Grid, model: BlockModel, discriminator: DomainDiscriminator, 
         if t_reply is not None:
             g_target = unpack(t_reply.tensors, "G")
         # Step 2 of the next round: aggregate what came back.
+        if replies:
         g_agg, t_agg = collect()
+    else:  # no pretraining round: ``model`` is the sources' common step-1 model, sent in the first step 5
+        g_agg, t_agg = dict(model.blocks.state_dict()), dict(model.head.state_dict())
+        if target is not None:
+            target.set_encoder(g_agg)
         record(rnd, "adapt", t0, up0, down0, replies)
     return FadaResult(model=model, discriminator=discriminator, history=history)
 

@@ -1,0 +1,186 @@
+"""Benchmark: federated adversarial domain adaptation on digit domains.
+
+The federated transfer learning patent ("Model training method and computing node based on federated
+transfer learning") against ADDA (Tzeng et al., CVPR 2017) and the usual references. Tasks:
+MNIST->USPS, USPS->MNIST, MNIST->MNIST-M, MNIST+USPS->MNIST-M, MNIST+MNIST-M->USPS; methods:
+source_only, fedavg_sources, fada_target, fada_aggregator, adda_centralised, target_supervised.
+
+Protocol of the data (after ADDA's MNIST<->USPS protocol): each source domain contributes
+``--n-source`` labelled training images (2,000 in ADDA), the target ``--n-target`` unlabelled training
+images (1,800 in ADDA); accuracy is measured on the target's test split (``--n-test`` at most).
+All images are 28x28, scaled to [-1, 1]; tasks involving MNIST-M use 3 channels for every domain.
+
+    python benchmarks/domain_adaptation.py --data-dir ../shared/data --json out.json [--quick]
+
+Writes ``{"results": [{"task", "method", "seed", "target_accuracy"}]}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from cotrain.data import load_dataset, to_rgb
+from cotrain.data.base import ArrayDataset
+from cotrain.federated.training import evaluate
+from cotrain.models import build_model
+from cotrain.seeding import derive_seed, numpy_rng
+from cotrain.transfer import LocalPhase, build_discriminator, feature_dim
+from cotrain.transfer.baselines import adda_centralised, fedavg_sources, pool, train_supervised
+from cotrain.transfer.parties import build_federation
+from cotrain.transfer.protocol import FadaSettings
+
+TASKS: dict[str, tuple[tuple[str, ...], str]] = {
+    "mnist->usps": (("mnist",), "usps"),
+    "usps->mnist": (("usps",), "mnist"),
+    "mnist->mnist_m": (("mnist",), "mnist_m"),
+    "mnist+usps->mnist_m": (("mnist", "usps"), "mnist_m"),
+    "mnist+mnist_m->usps": (("mnist", "mnist_m"), "usps"),
+}
+METHODS = ("source_only", "fedavg_sources", "fada_target", "fada_aggregator", "adda_centralised", "target_supervised")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Steps of every method (mini-batches of ``batch``)."""
+
+    n_source: int = 2000
+    n_target: int = 1800
+    n_test: int = 10000
+    batch: int = 64
+    pretrain_steps: int = 1500       # per model (source_only, target_supervised) and per source node
+    pretrain_rounds: int = 10        # FedAvg rounds the pretraining is split into (several sources)
+    rounds: int = 100                # FADA adaptation rounds
+    adapt_steps: int = 10            # source G_s/T_s steps per round (step 5)
+    disc_steps: int = 10             # D steps per node per round (step 3)
+    target_steps: int = 10           # the target's own-encoder steps per round (0: no own G)
+    adv_weight: float = 1.0
+    adda_steps: int = 1000
+
+
+QUICK = Budget(n_source=1000, n_target=1000, n_test=1000, pretrain_steps=300, pretrain_rounds=3, rounds=30,
+               adapt_steps=5, disc_steps=5, target_steps=5, adda_steps=300)
+
+
+def _load(name: str, data_dir: str | None, channels: int, split_seed: int) -> tuple[ArrayDataset, ArrayDataset]:
+    options = {"size": 28}
+    if name == "mnist":
+        options = {}
+    splits = load_dataset(name, data_dir=data_dir, **options)
+    out = []
+    for d in (splits.train, splits.test):
+        x = d.x if channels == 1 else to_rgb(d.x)
+        out.append(ArrayDataset(x=(x - 0.5) / 0.5, y=d.y, name=name, num_classes=10))
+    return out[0], out[1]
+
+
+def _sample(d: ArrayDataset, n: int, seed: int, *path: str) -> ArrayDataset:
+    if n >= len(d):
+        return d
+    return d.subset(numpy_rng(seed, "sample", *path).choice(len(d), size=n, replace=False))
+
+
+def run_task(task: str, seed: int, methods: tuple[str, ...], budget: Budget, data_dir: str | None,
+             cache: dict) -> list[dict]:
+    """All ``methods`` on ``task`` for one seed; returns result rows."""
+    source_names, target_name = TASKS[task]
+    channels = 3 if "mnist_m" in (*source_names, target_name) else 1
+    def get(name: str) -> tuple[ArrayDataset, ArrayDataset]:
+        if (name, channels) not in cache:
+            cache[(name, channels)] = _load(name, data_dir, channels, 0)
+        return cache[(name, channels)]
+    sources = {f"source_{n}": _sample(get(n)[0], budget.n_source, seed, task, n) for n in source_names}
+    target_train = _sample(get(target_name)[0], budget.n_target, seed, task, "target")
+    target_test = _sample(get(target_name)[1], budget.n_test, 0, "test", target_name)
+    shape = target_test.input_shape
+    model = build_model("adda_lenet", input_shape=shape, num_classes=10, seed=derive_seed(seed, "model"))
+    disc = build_discriminator(feature_dim(model, shape), seed=derive_seed(seed, "disc"))
+    b = budget
+    pre = LocalPhase(b.pretrain_steps // b.pretrain_rounds if len(sources) > 1 else b.pretrain_steps,
+                     batch_size=b.batch, lr=1e-3, beta1=0.9)
+    settings = FadaSettings(
+        rounds=b.rounds, pretrain_rounds=b.pretrain_rounds if len(sources) > 1 else 1, pretrain=pre,
+        discriminator=LocalPhase(b.disc_steps, batch_size=b.batch),
+        adapt=LocalPhase(b.adapt_steps, batch_size=b.batch, weight=b.adv_weight),
+        target_encoder=LocalPhase(b.target_steps, batch_size=b.batch, weight=b.adv_weight) if b.target_steps else None,
+    )
+    supervised = LocalPhase(b.pretrain_steps, batch_size=b.batch, lr=1e-3, beta1=0.9)
+    rows = []
+    source_model: torch.nn.Module | None = None
+    for method in methods:
+        t0 = time.perf_counter()
+        m, d = copy.deepcopy(model), copy.deepcopy(disc)
+        if method in ("source_only", "adda_centralised"):
+            if source_model is None:
+                source_model = train_supervised(m, pool(list(sources.values())), supervised, seed=seed, tag="source")
+            m = copy.deepcopy(source_model)
+            if method == "adda_centralised":
+                xs = torch.cat([s.x for s in sources.values()])
+                m = adda_centralised(m, d, xs, target_train.x, LocalPhase(b.adda_steps, batch_size=b.batch,
+                                                                          weight=b.adv_weight), seed=seed)
+        elif method == "fedavg_sources":
+            m = fedavg_sources(m, d, sources, settings, seed=seed)
+        elif method in ("fada_target", "fada_aggregator"):
+            fed = build_federation(m, d, sources, target_train.x, topology=method.split("_")[1], seed=seed)
+            m = fed.run(m, d, settings).model
+        elif method == "target_supervised":
+            m = train_supervised(m, target_train, supervised, seed=seed, tag="target")
+        else:
+            raise ValueError(f"unknown method {method!r}")
+        acc = evaluate(m, target_test)["accuracy"]
+        rows.append({"task": task, "method": method, "seed": seed, "target_accuracy": acc})
+        print(f"{task:22s} {method:18s} seed {seed}  acc {acc:.4f}  ({time.perf_counter() - t0:.0f}s)", flush=True)
+    return rows
+
+
+def summarise(rows: list[dict]) -> str:
+    """Mean +- std over seeds per (task, method)."""
+    lines = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        for method in dict.fromkeys(r["method"] for r in rows if r["task"] == task):
+            accs = [r["target_accuracy"] for r in rows if r["task"] == task and r["method"] == method]
+            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            lines.append(f"{task:22s} {method:18s} {statistics.mean(accs):.4f} +- {sd:.4f}  (n={len(accs)})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--quick", action="store_true", help="one task, one seed, small budget (~1 minute)")
+    p.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=None)
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=None)
+    p.add_argument("--seeds", nargs="+", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1)
+    for field in Budget.__dataclass_fields__:
+        p.add_argument("--" + field.replace("_", "-"), type=type(getattr(Budget(), field)), default=None)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    budget = QUICK if args.quick else Budget()
+    budget = replace(budget, **{f: getattr(args, f) for f in Budget.__dataclass_fields__ if getattr(args, f) is not None})
+    tasks = args.tasks or (["mnist->usps"] if args.quick else list(TASKS))
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    methods = tuple(args.methods or METHODS)
+    print(f"budget: {budget}", flush=True)
+    rows: list[dict] = []
+    cache: dict = {}
+    for task in tasks:
+        for seed in seeds:
+            rows += run_task(task, seed, methods, budget, args.data_dir, cache)
+            if args.json:
+                Path(args.json).write_text(json.dumps({"results": rows}, indent=1))
+    print(summarise(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
