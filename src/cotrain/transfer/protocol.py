@@ -223,12 +223,7 @@ def run_fada(grid: Grid, model: BlockModel, discriminator: DomainDiscriminator, 
         if t_reply is not None:
             g_target = unpack(t_reply.tensors, "G")
         # Step 2 of the next round: aggregate what came back.
-        if replies:
         g_agg, t_agg = collect()
-    else:  # no pretraining round: ``model`` is the sources' common step-1 model, sent in the first step 5
-        g_agg, t_agg = dict(model.blocks.state_dict()), dict(model.head.state_dict())
-        if target is not None:
-            target.set_encoder(g_agg)
         record(rnd, "adapt", t0, up0, down0, replies)
     return FadaResult(model=model, discriminator=discriminator, history=history)
 
