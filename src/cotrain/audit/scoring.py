@@ -57,10 +57,21 @@ def match(reconstructed: torch.Tensor, true: torch.Tensor) -> Matching:
     return Matching(order=order, cosines=cos[np.arange(len(order)), order])
 
 
-def score_reconstruction(reconstructed: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
-    """``{"success_rate", "mean_cosine"}`` of one level."""
+def score_reconstruction(reconstructed: torch.Tensor, true: torch.Tensor,
+                         center: torch.Tensor | None = None) -> dict[str, float]:
+    """``{"success_rate", "mean_cosine"}`` of one level.
+
+    With ``center`` (e.g. the mean auxiliary feature, shape ``(*S)``) the scores are repeated on
+    centred features (``..._centred`` keys): features after a ReLU share a large common direction,
+    so raw cosines are high even for unrelated samples; centring removes what every sample shares.
+    """
     m = match(reconstructed, true)
-    return {"success_rate": m.success_rate, "mean_cosine": m.mean_cosine}
+    out = {"success_rate": m.success_rate, "mean_cosine": m.mean_cosine}
+    if center is not None:
+        c = center.reshape(1, *true.shape[1:])
+        mc = match(reconstructed - c, true - c)
+        out.update({"success_rate_centred": mc.success_rate, "mean_cosine_centred": mc.mean_cosine})
+    return out
 
 
 def attribute_accuracy(predicted: torch.Tensor, true: torch.Tensor, matching: Matching | None = None) -> float:

@@ -1,0 +1,84 @@
+"""Shared plumbing of the gradient-audit benchmarks: arguments, data, training checkpoints, output."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cotrain.data import load_dataset
+from cotrain.data.base import ArrayDataset, DatasetSplits
+from cotrain.models import BlockModel, build_model
+from cotrain.seeding import torch_generator
+
+# data set -> (load options, private attribute)
+TASKS: dict[str, tuple[dict[str, Any], str]] = {
+    "mnist": ({}, ""),
+    "synthetic": ({"n_train": 4000, "n_test": 1000}, "thickness"),
+    "dsprites": ({"task": "shape", "size": 32}, "scale_large"),
+    "utkface": ({"task": "race", "size": 32}, "gender"),
+}
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    default_dir = os.environ.get("COTRAIN_DATA", str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+    p.add_argument("--data-dir", default=default_dir, help="real data sets (default: $COTRAIN_DATA or ../shared/data)")
+    p.add_argument("--json", default=None, help="write the results here as JSON (a PNG is written beside it)")
+    p.add_argument("--quick", action="store_true", help="a reduced run of about a minute")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return p
+
+
+def load(name: str, data_dir: str) -> tuple[DatasetSplits, str]:
+    options, attribute = TASKS[name]
+    return load_dataset(name, data_dir=data_dir, **options), attribute
+
+
+def train_checkpoints(model_name: str, data: ArrayDataset, steps: list[int], *, seed: int, batch_size: int = 64,
+                      lr: float = 0.05, **model_options: Any) -> dict[int, BlockModel]:
+    """SGD (momentum 0.9) on ``data``; a copy of the model after each of ``steps`` (sorted) steps."""
+    model = build_model(model_name, input_shape=data.input_shape, num_classes=data.num_classes, seed=seed,
+                        **model_options)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    gen = torch_generator(seed, "benchmark", "train")
+    out: dict[int, BlockModel] = {}
+    model.train()
+    for step in range(max(steps) + 1):
+        if step in steps:
+            out[step] = copy.deepcopy(model).eval()
+        if step == max(steps):
+            break
+        idx = torch.randint(len(data), (batch_size,), generator=gen)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(data.x[idx]), data.y[idx]).backward()
+        opt.step()
+    return out
+
+
+@torch.no_grad()
+def accuracy(model: BlockModel, data: ArrayDataset, n: int = 1000) -> float:
+    model.eval()
+    return float((model(data.x[:n]).argmax(1) == data.y[:n]).float().mean())
+
+
+def environment() -> dict[str, Any]:
+    return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()[0],
+            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def write_outputs(path: str | None, payload: dict[str, Any], default_stem: str) -> Path:
+    """Write the JSON (``path`` or ``benchmarks/results/<stem>.json``); return the PNG path beside it."""
+    out = Path(path) if path else Path(__file__).resolve().parent / "results" / f"{default_stem}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    return out.with_suffix(".png")
