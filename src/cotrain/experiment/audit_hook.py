@@ -1,0 +1,133 @@
+"""The ``[audit]`` section of a FedSGD run: attack chosen uploads, score them, add a leakage section.
+
+Wiring (two lines in the experiment layer): ``audit: AuditSection | None = None`` on
+``ExperimentConfig``, and in the FedAvg method
+``observer = AuditObserver(cfg.audit, aux, truth)``; ``run_fedavg(..., observers=[observer])``;
+``add_leakage_section(ctx.report, observer, ctx.run_dir)``.
+
+The observer is the curious server: the attack gets the upload, the shared model and the server's
+auxiliary data (the experiment's held-out split). ``truth(pid)`` — the participant's last batch,
+kept by the experiment — is used only for scoring, after the attack has returned.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from cotrain.audit.api import audit_upload, server_knowledge
+from cotrain.audit.feature_reconstruction import ReconstructionSettings
+from cotrain.audit.scoring import attribute_accuracy, match, proportion_error
+from cotrain.audit.threat_model import ObservedUpload
+from cotrain.data.base import ArrayDataset
+from cotrain.federated.records import TrainResult
+from cotrain.models.blocks import BlockModel
+
+Truth = Callable[[str], tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]
+
+
+class AuditSection(BaseModel):
+    """``[audit]``: which uploads the curious server attacks and how hard."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+
+    rounds: list[int] = Field(default_factory=lambda: [1])
+    participants: list[str] = Field(default_factory=list, description="empty: every sampled participant")
+    attribute: str | None = None
+    aux_samples: int = Field(1000, ge=10)
+    steps: int = Field(500, ge=0)
+    time_limit_s: float = Field(30.0, gt=0)
+
+
+class AuditObserver:
+    """A ``run_fedavg`` observer running the audit on chosen uploads and keeping scored rows."""
+
+    def __init__(self, section: AuditSection, aux: ArrayDataset, truth: Truth, *, seed: int = 0) -> None:
+        self.section = section
+        self.aux = aux
+        self.truth = truth
+        self.seed = seed
+        self.rows: list[dict[str, Any]] = []
+        self.points: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (features, attribute, is_rebuilt)
+
+    def __call__(self, round: int, results: dict[str, TrainResult], model: BlockModel) -> None:
+        if round not in self.section.rounds:
+            return
+        settings = ReconstructionSettings(steps=self.section.steps, time_limit=self.section.time_limit_s, seed=self.seed)
+        knowledge = None
+        for pid, result in results.items():
+            if result.kind != "gradient" or (self.section.participants and pid not in self.section.participants):
+                continue
+            upload = ObservedUpload.from_train_result(result, model, participant_id=pid, round=round)
+            if knowledge is None:
+                knowledge = server_knowledge(upload.shared_model(model), self.aux, self.section.attribute,
+                                             max_samples=self.section.aux_samples, seed=self.seed)
+            res = audit_upload(model, upload, self.aux, attribute=self.section.attribute, settings=settings,
+                               knowledge=knowledge)
+            self._score(pid, round, model, res)
+
+    @torch.no_grad()
+    def _score(self, pid: str, round: int, model: BlockModel, res: Any) -> None:
+        x, _, attrs = self.truth(pid)  # experiment side only, after the attack
+        model.eval()
+        true_x, true_e = model.features(x, model.num_blocks - 1), model.features(x)
+        m_e = match(res.embeddings, true_e)
+        row: dict[str, Any] = {"round": round, "participant": pid, "batch_size": len(x),
+                               "success_rate_block_input": match(res.features, true_x).success_rate,
+                               "success_rate_embedding": m_e.success_rate, "mean_cosine_embedding": m_e.mean_cosine,
+                               "equations_per_unknown": round_(res.equations_per_unknown)}
+        a = self.section.attribute
+        if a is not None and res.attribute_predictions is not None:
+            values = int(max(int(self.aux.attributes[a].max()), int(attrs[a].max()))) + 1
+            row["attribute_accuracy"] = attribute_accuracy(res.attribute_predictions, attrs[a], m_e)
+            row["proportion_error"] = proportion_error(res.attribute_proportion, attrs[a], values)
+            self.points.append((true_e.numpy(), attrs[a].numpy(), np.zeros(len(x), dtype=bool)))
+            self.points.append((res.embeddings.numpy(), res.attribute_predictions, np.ones(len(x), dtype=bool)))
+        self.rows.append(row)
+
+
+def round_(v: float) -> float:
+    return float(f"{v:.4g}")
+
+
+def tsne_png(points: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path) -> Path | None:
+    """t-SNE of true (dots) and rebuilt (crosses) E(X), coloured by attribute (the document's Fig. 1)."""
+    if not points:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    feats = np.concatenate([p[0].reshape(len(p[0]), -1) for p in points])
+    attr = np.concatenate([p[1] for p in points])
+    rebuilt = np.concatenate([p[2] for p in points])
+    emb = TSNE(n_components=2, perplexity=min(30.0, max(2.0, len(feats) / 4)), random_state=0).fit_transform(feats)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for flag, marker, label in ((False, "o", "true"), (True, "x", "rebuilt")):
+        sel = rebuilt == flag
+        ax.scatter(emb[sel, 0], emb[sel, 1], c=attr[sel], cmap="coolwarm", marker=marker, s=14, label=label)
+    ax.legend(fontsize=7)
+    ax.set_title("E(X): true vs rebuilt, coloured by attribute")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def add_leakage_section(report: Any, observer: AuditObserver, run_dir: Path) -> None:
+    """Add the "Leakage" table (and t-SNE picture) to the run's report; write ``audit.json``."""
+    import json
+
+    if not observer.rows:
+        return
+    (run_dir / "audit.json").write_text(json.dumps({"results": observer.rows}, indent=2) + "\n")
+    report.add_table("Leakage (gradient audit)", observer.rows)
+    png = tsne_png(observer.points, run_dir / "audit_tsne.png")
+    if png is not None:
+        report.add_image("Leakage: features by attribute", png,
+                         caption="t-SNE of true (dots) and reconstructed (crosses) features")

@@ -1,0 +1,20 @@
+import torch
+
+from cotrain.experiment.audit_hook import AuditObserver, AuditSection
+from cotrain.federated.records import TrainResult
+from cotrain.models import build_model
+
+
+def test_observer_attacks_chosen_round_and_scores(tiny_dataset):
+    model = build_model("small_cnn", input_shape=(1, 8, 8), num_classes=3, seed=0, width=4)
+    x, y = tiny_dataset.x[:4], tiny_dataset.y[:4]
+    model.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    truth = lambda pid: (x, y, {"flag": tiny_dataset.attributes["flag"][:4]})  # noqa: E731
+    obs = AuditObserver(AuditSection(rounds=[2], attribute="flag", aux_samples=60, steps=3),
+                        tiny_dataset.subset(range(100, 200)), truth)
+    obs(1, {"p0": TrainResult(grads, "gradient", 50, 4, 0.0)}, model)
+    assert obs.rows == []
+    obs(2, {"p0": TrainResult(grads, "gradient", 50, 4, 0.0)}, model)
+    assert len(obs.rows) == 1 and 0.0 <= obs.rows[0]["attribute_accuracy"] <= 1.0
