@@ -63,6 +63,11 @@ class SplitAgent(Participant):
         self._pending_idx: torch.Tensor | None = None
         self._loss = float("nan")
 
+    @property
+    def batches_per_epoch(self) -> int:
+        """Mini-batches of the current (or last) epoch."""
+        return len(self._batches)
+
     @handler(BEGIN)
     def begin(self, message: Message) -> Message:
         """Load the side's weights, draw the epoch's mini-batch order, reset the optimiser."""

@@ -25,14 +25,20 @@ from cotrain.split.agent import SplitAgent
 @dataclass
 class ActivationRecorder:
     """A centre-side observer that keeps the activations received in ``epoch`` (all epochs when None),
-    per agent, in arrival order; shapes (B, *cut_shape) each."""
+    per agent, in arrival order; shapes (B, *cut_shape) each. It stops after ``limit`` samples."""
 
     epoch: int | None = None
+    limit: int | None = None
     received: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    count: int = 0
 
     def __call__(self, agent_id: str, epoch: int, activations: torch.Tensor) -> None:
-        if self.epoch is None or epoch == self.epoch:
-            self.received.setdefault(agent_id, []).append(activations.detach().clone())
+        if self.epoch is not None and epoch != self.epoch:
+            return
+        if self.limit is not None and self.count >= self.limit:
+            return
+        self.received.setdefault(agent_id, []).append(activations.detach().clone())
+        self.count += len(activations)
 
     def stacked(self, agent_id: str) -> torch.Tensor:
         """(N, *cut_shape): everything received from ``agent_id``."""
@@ -52,7 +58,8 @@ def true_attribute(agent: SplitAgent, recorder: ActivationRecorder, attribute: s
     """Scoring only: the attribute values (N,) of the samples whose activations the recorder holds
     for ``agent``, read from the indices the agent kept (they never left it)."""
     n_batches = len(recorder.received[agent.participant_id])
-    idx = torch.cat(agent.sent_indices[-n_batches:])
+    first = len(agent.sent_indices) - agent.batches_per_epoch if recorder.epoch is not None else 0
+    idx = torch.cat(agent.sent_indices[first:first + n_batches])
     data = agent.train_data
     values = data.y if attribute == "label" else data.attributes[attribute]
     return values[idx]
