@@ -81,6 +81,7 @@ class RunSection(Section):
     runtime: Runtime = "inprocess"
     timeout_s: float = Field(600.0, gt=0, description="flower-deployment: seconds before giving up")
     save_model: bool = True
+    threads: int | None = Field(None, ge=1, description="torch CPU threads for this run (default: torch's choice)")
 
     @field_validator("name")
     @classmethod
@@ -278,7 +279,7 @@ def demo_config(*, quick: bool = False) -> ExperimentConfig:
         })
     return config_from_dict({
         "run": {"name": "demo"},
-        "data": {"participants": 10},
-        "model": {"name": "small_cnn", "options": {"width": 8}},
-        "fedavg": {"rounds": 10, "local_steps": 10, "batch_size": 32, "lr": 0.05},
+        "data": {"participants": 10, "options": {"n_train": 5000, "n_test": 1000, "num_domains": 1}},
+        "model": {"name": "small_cnn", "options": {"width": 8, "norm": "batch"}},
+        "fedavg": {"rounds": 6, "local_steps": 20, "batch_size": 32, "lr": 0.02, "momentum": 0.9},
     })

@@ -86,7 +86,13 @@ def run_experiment(cfg: ExperimentConfig, *, progress: Progress | None = None) -
 
     if progress is not None:
         progress(0, total, None)
-    outcome = method.run(RunContext(run_dir=folder.path, report=report, on_round=on_round))
+    threads = torch.get_num_threads()
+    try:
+        if cfg.run.threads is not None:
+            torch.set_num_threads(cfg.run.threads)
+        outcome = method.run(RunContext(run_dir=folder.path, report=report, on_round=on_round))
+    finally:
+        torch.set_num_threads(threads)
     seconds = time.perf_counter() - t0
     outcome.ledger.write_jsonl(folder.ledger)
     if outcome.model_state is not None and cfg.run.save_model:

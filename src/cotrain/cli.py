@@ -1,0 +1,200 @@
+"""The ``cotrain`` command: ``demo``, ``run CONFIG.toml``, ``validate CONFIG.toml``, ``datasets``.
+
+Input errors (a wrong config key, type or value, a TOML syntax error, a missing data file) are one
+red line and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="Deep learning across data owners whose raw data never leaves them; every byte on a ledger.")
+console = Console()
+err_console = Console(stderr=True)
+
+QUICK_ENV = "COTRAIN_DEMO_QUICK"
+
+
+@contextmanager
+def input_errors() -> Iterator[None]:
+    """Turn config and data-set errors into one red line and exit code 2."""
+    from cotrain.data.registry import DatasetNotFoundError
+    from cotrain.experiment.errors import ConfigError
+
+    try:
+        yield
+    except (ConfigError, DatasetNotFoundError) as exc:
+        err_console.print(f"error: {exc}", style="bold red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
+
+
+def _human_bytes(n: Any) -> str:
+    if not isinstance(n, (int, float)):
+        return "–"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "–" if value is None else str(value)
+
+
+def result_table(summary: dict[str, Any]) -> Table:
+    """The table shown when a run ends."""
+    table = Table(title="Result", show_header=False, title_style="bold")
+    table.add_column("", style="cyan")
+    table.add_column("")
+    rows = [("final test accuracy", _fmt(summary.get("final_test_accuracy"))),
+            ("final test loss", _fmt(summary.get("final_test_loss"))),
+            ("method", f"{summary.get('method')} ({summary.get('runtime')})"),
+            ("data", f"{summary.get('dataset')}, {summary.get('participants')} participants"),
+            ("model", f"{summary.get('model')} ({summary.get('model_parameters') or '?'} parameters)"),
+            ("rounds", _fmt(summary.get("rounds"))),
+            ("bytes up / down", f"{_human_bytes(summary.get('bytes_up'))} / {_human_bytes(summary.get('bytes_down'))}"),
+            ("messages", _fmt(summary.get("messages"))),
+            ("seed", _fmt(summary.get("seed"))),
+            ("seconds", f"{summary.get('seconds', 0):.1f}"),
+            ("run folder", str(summary.get("run_dir")))]
+    for k, v in rows:
+        table.add_row(k, v)
+    return table
+
+
+def _run_with_progress(cfg: Any, *, quiet: bool = False) -> dict[str, Any]:
+    from cotrain.experiment import run_experiment
+
+    if quiet:
+        return run_experiment(cfg).summary
+    columns = (TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("rounds"), TimeElapsedColumn(), TextColumn("{task.fields[status]}"))
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(f"{cfg.method.name} · preparing", total=None, status="")
+
+        def update(done: int, total: int, record: dict[str, Any] | None) -> None:
+            status = ""
+            if record is not None and record.get("test_accuracy") is not None:
+                status = f"test acc {record['test_accuracy']:.3f}"
+            bar.update(task, description=f"{cfg.method.name} · {cfg.data.dataset}", completed=done, total=total,
+                       status=status)
+
+        result = run_experiment(cfg, progress=update)
+    return result.summary
+
+
+def _apply_cli_overrides(cfg: Any, *, output_dir: Optional[Path], name: Optional[str], seed: Optional[int],
+                         sets: Optional[list[str]]) -> Any:
+    from cotrain.experiment import parse_override, with_overrides
+
+    overrides: dict[str, Any] = dict(parse_override(s) for s in sets or [])
+    if output_dir is not None:
+        overrides["run.output_dir"] = str(output_dir)
+    if name is not None:
+        overrides["run.name"] = name
+    if seed is not None:
+        overrides["run.seed"] = seed
+    return with_overrides(cfg, overrides) if overrides else cfg
+
+
+OutputDir = typer.Option(None, "--output-dir", "-o", help="Parent folder of the run folder (overrides [run] output_dir).")
+Seed = typer.Option(None, "--seed", "-s", help="Root seed (overrides [run] seed).")
+Quiet = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="Experiment file (TOML); see examples/."),
+    output_dir: Optional[Path] = OutputDir,
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Run folder name (overrides [run] name)."),
+    seed: Optional[int] = Seed,
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any key: --set fedavg.rounds=1 (repeatable)."),
+    quiet: bool = Quiet,
+) -> None:
+    """Run the experiment described in CONFIG and write its run folder."""
+    from cotrain.experiment import load_config
+
+    with input_errors():
+        cfg = _apply_cli_overrides(load_config(config), output_dir=output_dir, name=name, seed=seed, sets=set_)
+        summary = _run_with_progress(cfg, quiet=quiet)
+    console.print(result_table(summary))
+
+
+@app.command()
+def demo(
+    output_dir: Optional[Path] = OutputDir,
+    seed: Optional[int] = Seed,
+    quick: bool = typer.Option(False, "--quick", hidden=True, help="A few seconds' version, for smoke tests."),
+    quiet: bool = Quiet,
+) -> None:
+    """FedAvg of a small CNN across 10 participants on generated data (about half a minute on a laptop)."""
+    from cotrain.experiment import demo_config
+
+    with input_errors():
+        cfg = demo_config(quick=quick or os.environ.get(QUICK_ENV) == "1")
+        cfg = _apply_cli_overrides(cfg, output_dir=output_dir, name=None, seed=seed, sets=None)
+        console.print(f"[bold]cotrain demo[/]: FedAvg of {cfg.model.name} across {cfg.data.participants} participants "
+                      f"on generated data, {cfg.fedavg.rounds} rounds; raw data never leaves a participant.")
+        summary = _run_with_progress(cfg, quiet=quiet)
+    console.print(result_table(summary))
+    console.print(f"Open [bold]{Path(summary['run_dir']) / 'report.html'}[/] for plots and tables.")
+
+
+@app.command()
+def validate(
+    config: Path = typer.Argument(..., help="Experiment file (TOML)."),
+    show: bool = typer.Option(False, "--show", help="Print the resolved config (all defaults filled in)."),
+) -> None:
+    """Check CONFIG (keys, types, values, names, data options) without training."""
+    from cotrain.experiment import config_to_toml, load_config, prepare
+
+    with input_errors():
+        cfg = load_config(config)
+        prepare(cfg)
+    if show:
+        console.print(config_to_toml(cfg), markup=False, highlight=False)
+    console.print(f"[green]ok[/]: {config} is a valid {cfg.method.name} experiment")
+
+
+@app.command()
+def datasets(
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory (default: $COTRAIN_DATA, "
+                                                                      "../shared/data, ~/.cotrain/data)."),
+) -> None:
+    """Which data sets are found, where, and their sizes."""
+    from cotrain.data import available_datasets, resolve_data_dir
+
+    infos = available_datasets(data_dir)
+    table = Table(title=f"Data sets (data directory: {resolve_data_dir(data_dir)})")
+    for col, kw in (("name", {"style": "cyan"}), ("found", {}), ("train", {"justify": "right"}),
+                    ("test", {"justify": "right"}), ("path / how to get", {}), ("description", {})):
+        table.add_column(col, **kw)
+    for info in infos:
+        where = str(info.path) if info.path is not None else ""
+        if not info.found or not where:
+            where = f"{where} ({info.how_to_get})" if where else info.how_to_get
+        table.add_row(info.name, "[green]yes[/]" if info.found else "[red]no[/]",
+                      f"{info.n_train:,}" if info.n_train is not None else "–",
+                      f"{info.n_test:,}" if info.n_test is not None else "–", where, info.description)
+    console.print(table)
+
+
+def main() -> None:  # pragma: no cover
+    """Entry point for ``python -m cotrain.cli``."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
