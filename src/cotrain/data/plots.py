@@ -1,0 +1,46 @@
+"""Pictures of how a data set is split across participants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cotrain.data.base import ArrayDataset
+from cotrain.data.partition import partition_table
+
+
+def plot_partition(
+    dataset: ArrayDataset, parts: list[np.ndarray], path: str | Path, *, by: str = "label",
+    title: str | None = None,
+) -> Path:
+    """Save a stacked bar chart (PNG) of counts per participant, one colour per class
+    (or per value of ``by``: ``"domain"`` or an attribute name). Returns the path written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = partition_table(dataset, parts, by=by)
+    k, width = table.shape
+    names = (dataset.class_names if by == "label" else dataset.attribute_values.get(by)) or []
+    labels = [names[v] if v < len(names) else str(v) for v in range(width)]
+    cmap = plt.get_cmap("tab10" if width <= 10 else "tab20")
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * k + 2), 3.5))
+    bottom = np.zeros(k)
+    for v in range(width):
+        ax.bar(np.arange(k), table[:, v], bottom=bottom, color=cmap(v % cmap.N), label=labels[v],
+               width=0.8)
+        bottom += table[:, v]
+    ax.set_xlabel("participant")
+    ax.set_ylabel("samples")
+    ax.set_xticks(np.arange(k))
+    ax.set_title(title or f"{dataset.name}: {by} counts per participant")
+    if width <= 20:
+        ax.legend(title=by, fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
