@@ -33,10 +33,6 @@ from cotrain.transfer.nodes import LocalPhase, SourceNode, frozen
 from cotrain.transfer.protocol import FadaSettings, run_fada
 
 
-def _adam(params: list[nn.Parameter], phase: LocalPhase) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=phase.lr, betas=(phase.beta1, phase.beta2))
-
-
 def pool(datasets: list[ArrayDataset]) -> ArrayDataset:
     """One labelled data set made of several (x and y concatenated): the centralised, no-privacy view."""
     if not datasets:
@@ -48,7 +44,7 @@ def pool(datasets: list[ArrayDataset]) -> ArrayDataset:
 def train_supervised(model: BlockModel, data: ArrayDataset, phase: LocalPhase, *, seed: int,
                      tag: str = "supervised") -> BlockModel:
     """``phase.steps`` Adam steps of CE(T(G(x)), y) on ``data``; trains ``model`` in place and returns it."""
-    opt = _adam(list(model.parameters()), phase)
+    opt = phase.build(list(model.parameters()))
     batches = batch_order(len(data), phase.batch_size, phase.steps, torch_generator(seed, tag, "batches"))
     model.train()
     with torch.random.fork_rng(devices=[]):
@@ -78,8 +74,8 @@ def adda_centralised(source_model: BlockModel, discriminator: DomainDiscriminato
     mini-batch of ``phase.batch_size`` from each domain (``source_x`` (N_s, ...), ``target_x`` (N_t, ...)).
     """
     target_model = copy.deepcopy(source_model)
-    opt_d = _adam(list(discriminator.parameters()), phase)
-    opt_g = _adam(list(target_model.blocks.parameters()), phase)
+    opt_d = phase.build(list(discriminator.parameters()))
+    opt_g = phase.build(list(target_model.blocks.parameters()))
     n_d = phase.steps * disc_steps
     src_batches = batch_order(len(source_x), phase.batch_size, n_d, torch_generator(seed, "adda", "source"))
     tgt_batches = batch_order(len(target_x), phase.batch_size, n_d + phase.steps, torch_generator(seed, "adda", "target"))

@@ -23,7 +23,7 @@ A source node is a :class:`~cotrain.runtime.Participant`. The target's logic is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator, Mapping
 
 import torch
@@ -68,9 +68,16 @@ def load(module: nn.Module, tensors: Mapping[str, torch.Tensor], prefix: str) ->
 
 @dataclass(frozen=True)
 class LocalPhase:
-    """How a node runs one local phase: ``steps`` Adam steps on mini-batches of ``batch_size``.
+    """How a node runs one local phase: ``steps`` optimiser steps on mini-batches of ``batch_size``.
 
+    ``optimizer`` is ``"adam"`` (betas ``beta1``, ``beta2``) or ``"sgd"`` (``beta1`` is its momentum).
     ``weight`` is lambda, the weight of the confusion loss (adaptation phases only).
+
+    The discriminator phase of the federated protocol wants ``"sgd"``: each node holds one domain,
+    so on the last layer every source gradient has one sign and every target gradient the other;
+    Adam's normalised first steps (about ``-lr * sign(g)``) then cancel in the average and D_all learns
+    nothing, while SGD's steps are proportional to the gradients and their average is a step on
+    the pooled loss of ADDA eq. 7.
     """
 
     steps: int
@@ -79,32 +86,43 @@ class LocalPhase:
     beta1: float = 0.5
     beta2: float = 0.999
     weight: float = 1.0
+    optimizer: str = "adam"
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"need steps >= 0, batch_size >= 1, lr > 0; got {self}")
+
+    def build(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        """A fresh optimiser of this phase's kind over ``params``."""
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.beta1)
+        return torch.optim.Adam(params, lr=self.lr, betas=(self.beta1, self.beta2))
 
     def to_values(self, round: int) -> dict[str, Any]:
         return {"round": int(round), "steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
-                "beta1": self.beta1, "beta2": self.beta2, "weight": self.weight}
+                "beta1": self.beta1, "beta2": self.beta2, "weight": self.weight, "optimizer": self.optimizer}
 
     @classmethod
     def from_values(cls, v: Mapping[str, Any]) -> "LocalPhase":
         return cls(steps=int(v["steps"]), batch_size=int(v["batch_size"]), lr=float(v["lr"]),
-                   beta1=float(v["beta1"]), beta2=float(v["beta2"]), weight=float(v.get("weight", 1.0)))
+                   beta1=float(v["beta1"]), beta2=float(v["beta2"]), weight=float(v.get("weight", 1.0)),
+                   optimizer=str(v.get("optimizer", "adam")))
 
 
 class _Optimizers:
-    """One Adam per (phase, parameter group), kept across rounds on the node (never sent)."""
+    """One optimiser per local phase, kept across rounds on the node (its state is never sent)."""
 
     def __init__(self) -> None:
-        self._opts: dict[str, torch.optim.Optimizer] = {}
+        self._opts: dict[str, tuple[LocalPhase, torch.optim.Optimizer]] = {}
 
     def get(self, name: str, params: list[nn.Parameter], phase: LocalPhase) -> torch.optim.Optimizer:
-        opt = self._opts.get(name)
-        if opt is None:
-            opt = torch.optim.Adam(params, lr=phase.lr, betas=(phase.beta1, phase.beta2))
-            self._opts[name] = opt
-        for group in opt.param_groups:
-            group["lr"] = phase.lr
-            group["betas"] = (phase.beta1, phase.beta2)
-        return opt
+        """The phase's optimiser; a new one when the phase's settings (other than steps) changed."""
+        key = replace(phase, steps=0, weight=0.0)
+        if name not in self._opts or self._opts[name][0] != key:
+            self._opts[name] = (key, phase.build(params))
+        return self._opts[name][1]
 
 
 class frozen:
@@ -195,7 +213,8 @@ class SourceNode(Participant):
         self.discriminator.train()
         total = 0.0
         with frozen(self.model):
-            for idx in _batches(len(self.data), phase, self.seed, self.participant_id, "discriminator", rnd):
+            ex = int(message.values.get("exchange", 0))
+            for idx in _batches(len(self.data), phase, self.seed, self.participant_id, "discriminator", rnd, ex):
                 with torch.no_grad():
                     f = _features(self.model, self.data.x[idx])
                 opt.zero_grad(set_to_none=True)
@@ -277,13 +296,14 @@ class TargetNode:
         """Step 2: take the aggregate G (names without prefix) as the target's G."""
         self.model.blocks.load_state_dict(dict(g_state), strict=True)
 
-    def train_discriminator(self, d_state: Mapping[str, torch.Tensor], phase: LocalPhase, round: int) -> dict[str, torch.Tensor]:
+    def train_discriminator(self, d_state: Mapping[str, torch.Tensor], phase: LocalPhase, round: int,
+                            exchange: int = 0) -> dict[str, torch.Tensor]:
         """Step 3: D_t := D_all; train on the target's features (label "target") with G frozen."""
         self.discriminator.load_state_dict(dict(d_state), strict=True)
         opt = self._opt.get("discriminator", list(self.discriminator.parameters()), phase)
         self.discriminator.train()
         with frozen(self.model):
-            for idx in _batches(self.num_examples, phase, self.seed, self.node_id, "discriminator", round):
+            for idx in _batches(self.num_examples, phase, self.seed, self.node_id, "discriminator", round, exchange):
                 with torch.no_grad():
                     f = _features(self.model, self.x[idx])
                 opt.zero_grad(set_to_none=True)
@@ -330,7 +350,8 @@ class TargetParticipant(Participant):
         """Steps 2-3 at the target: take the aggregate G, train D_t; reply D_t."""
         rnd = int(message.values["round"])
         self.node.set_encoder(unpack(message.tensors, "G"))
-        d = self.node.train_discriminator(unpack(message.tensors, "D"), LocalPhase.from_values(message.values), rnd)
+        d = self.node.train_discriminator(unpack(message.tensors, "D"), LocalPhase.from_values(message.values), rnd,
+                                          exchange=int(message.values.get("exchange", 0)))
         return Message(TARGET_DISCRIMINATOR, tensors={f"D.{k}": v for k, v in d.items()},
                        payload=PayloadKind.PARAMETERS, values={"num_examples": self.node.num_examples})
 

@@ -53,6 +53,8 @@ class FadaSettings:
     :func:`run_fada` is taken as the sources' step-1 result, e.g. the output of ``fedavg_sources``); ``discriminator``: step 3 at every node;
     ``adapt``: step 5 (``adapt.weight`` is lambda); ``target_encoder``: the target's own G trained as in
     ADDA (None: the target has no G of its own and takes the sources' aggregate).
+    ``discriminator_exchanges``: steps 3-4 repeated this many times per round, so that D_all can
+    learn from one-domain nodes with few local steps each (little client drift).
     """
 
     rounds: int = 20
@@ -62,12 +64,15 @@ class FadaSettings:
     adapt: LocalPhase = LocalPhase(steps=20)
     target_encoder: LocalPhase | None = None
     target_weight: float = 0.5
+    discriminator_exchanges: int = 1
     sync_sources: bool = True
     aggregator: str = "fedavg"
 
     def __post_init__(self) -> None:
         if self.rounds < 0 or self.pretrain_rounds < 0 or self.rounds + self.pretrain_rounds == 0:
             raise ValueError(f"need rounds, pretrain_rounds >= 0, not both 0; got {self.rounds}, {self.pretrain_rounds}")
+        if self.discriminator_exchanges < 1:
+            raise ValueError(f"discriminator_exchanges must be >= 1, got {self.discriminator_exchanges}")
         if not 0.0 <= self.target_weight < 1.0:
             raise ValueError(f"target_weight must be in [0, 1), got {self.target_weight}")
         get_aggregator(self.aggregator)
@@ -133,8 +138,9 @@ def _prefixed(prefix: str, state: Mapping[str, torch.Tensor]) -> Tensors:
     return {f"{prefix}.{k}": v for k, v in state.items()}
 
 
-def _message(kind: str, tensors: Tensors, phase: LocalPhase, round: int) -> Message:
-    return Message(kind, tensors=tensors, payload=PayloadKind.PARAMETERS, values=phase.to_values(round))
+def _message(kind: str, tensors: Tensors, phase: LocalPhase, round: int, exchange: int = 0) -> Message:
+    return Message(kind, tensors=tensors, payload=PayloadKind.PARAMETERS,
+                   values={**phase.to_values(round), "exchange": exchange})
 
 
 def run_fada(grid: Grid, model: BlockModel, discriminator: DomainDiscriminator, settings: FadaSettings, *,
@@ -195,18 +201,22 @@ def run_fada(grid: Grid, model: BlockModel, discriminator: DomainDiscriminator, 
             target.set_encoder(g_agg)
     for rnd in range(s.pretrain_rounds + 1, s.pretrain_rounds + s.rounds + 1):
         t0, up0, down0 = time.perf_counter(), grid.ledger.total_bytes(direction="up"), grid.ledger.total_bytes(direction="down")
-        # Step 3: every node trains its D from D_all with its G frozen (the target's G is G_agg).
-        d_all_msg = _prefixed("D", d_state)
-        to_target = None
-        if target is not None:
-            d_target = target.train_discriminator(d_state, s.discriminator, rnd)
-        else:
-            to_target = _message(TARGET_DISCRIMINATOR, {**_prefixed("G", g_agg), **d_all_msg}, s.discriminator, rnd)
-        d_replies, t_reply = server.send(_message(DISCRIMINATOR, d_all_msg, s.discriminator, rnd), to_target, rnd)
-        if t_reply is not None:
-            d_target = unpack(t_reply.tensors, "D")
-        # Step 4: D_all, both domains weighing the same.
-        d_state = server.mix(server.mean(d_replies, "D"), d_target, 0.5)
+        # Steps 3-4, ``discriminator_exchanges`` times: every node trains its D from D_all with its
+        # G frozen (the target's G is G_agg); D_all is their aggregate, both domains weighing the same.
+        d_replies: dict[str, Message] = {}
+        for ex in range(s.discriminator_exchanges):
+            d_all_msg = _prefixed("D", d_state)
+            to_target = None
+            if target is not None:
+                d_target = target.train_discriminator(d_state, s.discriminator, rnd, exchange=ex)
+            else:
+                to_target = _message(TARGET_DISCRIMINATOR, {**_prefixed("G", g_agg), **d_all_msg}, s.discriminator,
+                                     rnd, exchange=ex)
+            d_replies, t_reply = server.send(_message(DISCRIMINATOR, d_all_msg, s.discriminator, rnd, exchange=ex),
+                                             to_target, rnd)
+            if t_reply is not None:
+                d_target = unpack(t_reply.tensors, "D")
+            d_state = server.mix(server.mean(d_replies, "D"), d_target, 0.5)
         discriminator.load_state_dict(d_state)
         # Step 5 (and the target's own encoder step, when it has one).
         adapt_tensors = _prefixed("D", d_state)
