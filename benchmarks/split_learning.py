@@ -193,27 +193,35 @@ def main() -> None:
                 rows.append(_row(name, agents, method, out, cm))
                 extras.append(_extra(rows[-1], out))
                 _say(rows[-1], extras[-1])
+                write(args, rows, extras, formulas, None)
         if "centralised" in args.methods:
             out = run_centralised(train, test, args)
             rows.append(_row(name, 1, "centralised", out, cm))
             extras.append(_extra(rows[-1], out))
             _say(rows[-1], extras[-1])
+            write(args, rows, extras, formulas, None)
     latency = round_trip(50 if args.quick else 300)
     print(f"round trip 64x1024 float32 over torch.distributed.rpc: median {latency['median_ms']:.2f} ms, "
           f"p90 {latency['p90_ms']:.2f} ms, min {latency['min_ms']:.2f} ms", flush=True)
+    path, png = write(args, rows, extras, formulas, latency)
+    crossover_plot(rows, formulas, png)
+    print(f"wrote {path} and {png}")
+
+
+def write(args: argparse.Namespace, rows: list[dict], extras: list[dict], formulas: dict[str, dict],
+          latency: dict | None) -> tuple[Path, Path]:
+    """Write the JSON (again after every row, so an interrupted run keeps what it measured)."""
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     png = path.with_suffix(".png")
-    crossover_plot(rows, formulas, png)
     out = {"results": rows, "details": extras, "round_trip": latency, "plot": str(png),
            "crossover": {k: {"crossover_agents": v["model"].crossover_agents(), "beta": v["model"].beta,
                              "model_bytes": v["model"].model_bytes, "cut_values": v["model"].cut_values,
                              "samples": v["model"].samples} for k, v in formulas.items()},
-           "config": {k: v for k, v in vars(args).items()} | {"model": MODEL, "cut": CUT, "partition": "iid",
-                                                              "optimizer": "SGD, momentum 0",
-                                                              "machine": platform.platform()}}
+           "config": dict(vars(args)) | {"model": MODEL, "cut": CUT, "partition": "iid",
+                                         "optimizer": "SGD, momentum 0", "machine": platform.platform()}}
     path.write_text(json.dumps(out, indent=2))
-    print(f"wrote {path} and {png}")
+    return path, png
 
 
 def _row(dataset: str, agents: int, method: str, out: dict, cm) -> dict:
