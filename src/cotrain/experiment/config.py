@@ -281,5 +281,5 @@ def demo_config(*, quick: bool = False) -> ExperimentConfig:
         "run": {"name": "demo"},
         "data": {"participants": 10, "options": {"n_train": 5000, "n_test": 1000, "num_domains": 1}},
         "model": {"name": "small_cnn", "options": {"width": 8, "norm": "batch"}},
-        "fedavg": {"rounds": 6, "local_steps": 20, "batch_size": 32, "lr": 0.02, "momentum": 0.9},
+        "fedavg": {"rounds": 5, "local_steps": 20, "batch_size": 32, "lr": 0.02, "momentum": 0.9},
     })

@@ -110,4 +110,6 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel] | None 
     rest = [dotted(e.get("loc", ())) for e in errors[1:]]
     if rest:
         first += f" (and {len(rest)} more: {', '.join(rest[:5])}{', ...' if len(rest) > 5 else ''})"
-    return ConfigError(first, key=dotted(errors[0].get("loc", ())))
+    inner = (errors[0].get("ctx") or {}).get("error")
+    key = inner.key if isinstance(inner, ConfigError) and inner.key else dotted(errors[0].get("loc", ()))
+    return ConfigError(first, key=key)

@@ -13,6 +13,7 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
+from cotrain.data.base import ArrayDataset
 from cotrain.experiment.config import ExperimentConfig
 from cotrain.experiment.errors import ConfigError
 from cotrain.experiment.methods import Method, MethodOutcome, RunContext, RoundJSON, register_method
@@ -24,8 +25,10 @@ from cotrain.runtime import InProcessGrid, Ledger
 T = TypeVar("T")
 
 
-_DATA_KEYS = {"partitioner": "data.partition_options", "participants": "data.participants",
-              "data set": "data.options"}
+DATA_ERROR_KEYS = {"partitioner": "data.partition_options", "participants": "data.participants",
+                   "data set": "data.options"}
+"""Which config key a data-loading error is about, by a word its message holds."""
+_DATA_KEYS = DATA_ERROR_KEYS  # older name, kept for callers
 
 
 def under_key(key: str, build: Callable[[], T], *, by_topic: dict[str, str] | None = None) -> T:
@@ -50,6 +53,19 @@ def _check_data_options(cfg: ExperimentConfig) -> None:
     check_options(get_spec(cfg.data.dataset).loader, dict(cfg.data.options), f"data set {cfg.data.dataset!r}")
 
 
+def prepare_data(cfg: ExperimentConfig) -> ExperimentData:
+    """Load and partition ``[data]``; a bad option or an empty participant is a :class:`ConfigError`
+    naming its key, missing files a ``DatasetNotFoundError`` naming the path."""
+    under_key("data.options", lambda: _check_data_options(cfg))
+    data: ExperimentData = under_key("data", lambda: load_experiment_data(cfg), by_topic=DATA_ERROR_KEYS)
+    for i, part in enumerate(data.parts):
+        if len(part) == 0:
+            raise ConfigError(f"data.participants: participant {i} got no training samples "
+                              f"({len(data.splits.train)} samples across {cfg.data.participants}); "
+                              "use fewer participants or more data", key="data.participants")
+    return data
+
+
 def record_json(record: RoundRecord | dict[str, Any]) -> RoundJSON:
     """A round record (a :class:`RoundRecord` or a dict from another runtime) as JSON-ready data."""
     d = record.to_json() if isinstance(record, RoundRecord) else dict(record)
@@ -65,13 +81,7 @@ class FedAvg(Method):
         super().__init__(cfg)
         f = cfg.fedavg
         self.settings = under_key("fedavg", lambda: FedAvgSettings(**f.model_dump()))
-        under_key("data.options", lambda: _check_data_options(cfg))
-        self.data: ExperimentData = under_key("data", lambda: load_experiment_data(cfg), by_topic=_DATA_KEYS)
-        for i, part in enumerate(self.data.parts):
-            if len(part) == 0:
-                raise ConfigError(f"data.participants: participant {i} got no training samples "
-                                  f"({len(self.data.splits.train)} samples across {cfg.data.participants}); "
-                                  "use fewer participants or more data", key="data.participants")
+        self.data = prepare_data(cfg)
         self.model = under_key("model.options", lambda: build_global_model(cfg, self.data))
         self.participants = ({participant_id(i): build_fedavg_participant(cfg, i, self.data)
                               for i in range(len(self.data.parts))}
@@ -81,7 +91,7 @@ class FedAvg(Method):
     def total_rounds(self) -> int:
         return self.cfg.fedavg.rounds
 
-    def partition_view(self) -> tuple[Any, list[np.ndarray]]:
+    def partition_view(self) -> tuple[ArrayDataset, list[np.ndarray]]:
         return self.data.splits.train, self.data.parts
 
     def _evaluate(self, model: Any) -> dict[str, float]:
