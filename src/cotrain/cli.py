@@ -57,7 +57,7 @@ def result_table(summary: dict[str, Any]) -> Table:
     """The table shown when a run ends."""
     table = Table(title="Result", show_header=False, title_style="bold")
     table.add_column("", style="cyan")
-    table.add_column("")
+    table.add_column("", overflow="fold")
     rows = [("final test accuracy", _fmt(summary.get("final_test_accuracy"))),
             ("final test loss", _fmt(summary.get("final_test_loss"))),
             ("method", f"{summary.get('method')} ({summary.get('runtime')})"),
@@ -67,31 +67,35 @@ def result_table(summary: dict[str, Any]) -> Table:
             ("bytes up / down", f"{_human_bytes(summary.get('bytes_up'))} / {_human_bytes(summary.get('bytes_down'))}"),
             ("messages", _fmt(summary.get("messages"))),
             ("seed", _fmt(summary.get("seed"))),
-            ("seconds", f"{summary.get('seconds', 0):.1f}"),
-            ("run folder", str(summary.get("run_dir")))]
+            ("seconds", f"{summary.get('seconds', 0):.1f}")]
     for k, v in rows:
         table.add_row(k, v)
     return table
 
 
 def _run_with_progress(cfg: Any, *, quiet: bool = False) -> dict[str, Any]:
-    from cotrain.experiment import run_experiment
+    """Prepare (a transient spinner; input errors surface here), then train under a progress bar."""
+    import time
 
+    from cotrain.experiment import prepare, run_prepared
+
+    t0 = time.perf_counter()
     if quiet:
-        return run_experiment(cfg).summary
+        return run_prepared(prepare(cfg), t0=t0).summary
+    with console.status(f"preparing {cfg.data.dataset} data and {cfg.model.name} ..."):
+        method = prepare(cfg)
     columns = (TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("rounds"), TimeElapsedColumn(), TextColumn("{task.fields[status]}"))
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(f"{cfg.method.name} · preparing", total=None, status="")
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(f"{cfg.method.name} · {method.dataset_name}", total=method.total_rounds, status="")
 
         def update(done: int, total: int, record: dict[str, Any] | None) -> None:
             status = ""
             if record is not None and record.get("test_accuracy") is not None:
                 status = f"test acc {record['test_accuracy']:.3f}"
-            bar.update(task, description=f"{cfg.method.name} · {cfg.data.dataset}", completed=done, total=total,
-                       status=status)
+            bar.update(task, completed=done, total=total, status=status)
 
-        result = run_experiment(cfg, progress=update)
+        result = run_prepared(method, progress=update, t0=t0)
     return result.summary
 
 
@@ -129,7 +133,15 @@ def run(
     with input_errors():
         cfg = _apply_cli_overrides(load_config(config), output_dir=output_dir, name=name, seed=seed, sets=set_)
         summary = _run_with_progress(cfg, quiet=quiet)
+    show_result(summary)
+
+
+def show_result(summary: dict[str, Any]) -> None:
+    """The result table, then where the run folder and its report are (never cut short)."""
     console.print(result_table(summary))
+    folder = Path(str(summary.get("run_dir")))
+    console.print(f"run folder: {folder}", soft_wrap=True, highlight=False, markup=False)
+    console.print(f"report: {folder / 'report.html'}", soft_wrap=True, highlight=False, markup=False)
 
 
 @app.command()
@@ -148,8 +160,7 @@ def demo(
         console.print(f"[bold]cotrain demo[/]: FedAvg of {cfg.model.name} across {cfg.data.participants} participants "
                       f"on generated data, {cfg.fedavg.rounds} rounds; raw data never leaves a participant.")
         summary = _run_with_progress(cfg, quiet=quiet)
-    console.print(result_table(summary))
-    console.print(f"Open [bold]{Path(summary['run_dir']) / 'report.html'}[/] for plots and tables.")
+    show_result(summary)
 
 
 @app.command()

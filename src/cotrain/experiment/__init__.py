@@ -12,11 +12,11 @@ from cotrain.experiment.methods import (Method, MethodOutcome, RunContext, avail
                                         register_method)
 from cotrain.experiment.report import Report, Section
 from cotrain.experiment.rundir import RunFolder, create_run_dir, read_jsonl
-from cotrain.experiment.runner import Progress, RunResult, prepare, run_experiment
+from cotrain.experiment.runner import Progress, RunResult, prepare, run_experiment, run_prepared
 
 __all__ = [
     "ExperimentConfig", "config_from_dict", "config_to_toml", "demo_config", "load_config", "parse_config",
     "parse_override", "save_config", "with_overrides", "ConfigError", "Method", "MethodOutcome", "RunContext",
     "available_methods", "get_method", "register_method", "Report", "Section", "RunFolder", "create_run_dir",
-    "read_jsonl", "Progress", "RunResult", "prepare", "run_experiment",
+    "read_jsonl", "Progress", "RunResult", "prepare", "run_experiment", "run_prepared",
 ]

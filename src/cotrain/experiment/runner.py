@@ -63,10 +63,20 @@ def prepare(cfg: ExperimentConfig) -> Method:
 
 
 def run_experiment(cfg: ExperimentConfig, *, progress: Progress | None = None) -> RunResult:
-    """Run the experiment ``cfg`` describes and write its run folder (see :mod:`.rundir`)."""
+    """Run the experiment ``cfg`` describes and write its run folder (see :mod:`.rundir`).
+
+    Everything that can be wrong with the input fails first (:func:`prepare`), before the run
+    folder is made.
+    """
     t0 = time.perf_counter()
+    return run_prepared(prepare(cfg), progress=progress, t0=t0)
+
+
+def run_prepared(method: Method, *, progress: Progress | None = None, t0: float | None = None) -> RunResult:
+    """Run a method :func:`prepare` built and write its run folder. ``t0`` (a ``perf_counter``
+    reading) is when the run started, for ``summary["seconds"]``; default: now."""
+    t0 = time.perf_counter() if t0 is None else t0
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    method = prepare(cfg)  # everything that can be wrong with the input fails here
     cfg = method.cfg
     folder = RunFolder(create_run_dir(cfg.run.output_dir, cfg.run.name))
     save_config(cfg, folder.config, header=f"resolved config of run {folder.path.name} (cotrain {_version()})\n"
