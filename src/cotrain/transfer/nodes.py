@@ -201,6 +201,7 @@ class SourceNode(Participant):
             loss.backward()
             opt.step()
             total += float(loss.detach())
+        opt.zero_grad(set_to_none=True)
         return self._reply(PRETRAIN, {**pack("G", self.model.blocks), **pack("T", self.model.head)},
                            total / max(phase.steps, 1))
 
@@ -222,6 +223,7 @@ class SourceNode(Participant):
                 loss.backward()
                 opt.step()
                 total += float(loss.detach())
+        opt.zero_grad(set_to_none=True)
         return self._reply(DISCRIMINATOR, pack("D", self.discriminator), total / max(phase.steps, 1))
 
     @handler(ADAPT)
@@ -247,6 +249,7 @@ class SourceNode(Participant):
                 loss.backward()
                 opt.step()
                 total += float(loss.detach())
+        opt.zero_grad(set_to_none=True)
         return self._reply(ADAPT, {**pack("G", self.model.blocks), **pack("T", self.model.head)},
                            total / max(phase.steps, 1))
 
@@ -309,6 +312,7 @@ class TargetNode:
                 opt.zero_grad(set_to_none=True)
                 discriminator_loss(target_logits=self.discriminator(f)).backward()
                 opt.step()
+        opt.zero_grad(set_to_none=True)
         return {k: v.detach().clone() for k, v in self.discriminator.state_dict().items()}
 
     def train_encoder(self, d_state: Mapping[str, torch.Tensor], t_state: Mapping[str, torch.Tensor],
@@ -334,6 +338,7 @@ class TargetNode:
                     loss = loss + nn.functional.cross_entropy(self.model(xl), self.labels[pick])
                 loss.backward()
                 opt.step()
+        opt.zero_grad(set_to_none=True)
         self.has_own_encoder = True
         return {k: v.detach().clone() for k, v in self.model.blocks.state_dict().items()}
 
