@@ -6,7 +6,10 @@ Both apps read the run config:
 * ``results-dir``: where the server writes ``history.json``, ``ledger.jsonl``, ``model.pt`` and,
   last, ``done.json`` (or ``error.txt`` when it fails);
 * ``job``: ``"module:attribute"`` of a :class:`FlowerJob` (default: :data:`FEDAVG_JOB`);
-* ``node-wait-s``, ``reply-timeout-s``: how long the server waits for nodes and for replies.
+* ``node-wait-s``, ``reply-timeout-s``: how long the server waits for nodes and for replies;
+* ``torch-threads``: torch's intra-op thread count in every app process (0: leave as is). CPU
+  kernels sum in an order that depends on it, so the launcher passes its own count, and a run
+  gives the same numbers as the in-process run of the same process.
 
 A node's participant index is its node config's ``partition-id``. The client rebuilds its
 participant from the experiment config for every message and keeps the participant's state
@@ -102,6 +105,9 @@ def load_job(ref: str) -> FlowerJob:
 
 def _config_and_job(context: Context) -> tuple[ExperimentConfig, FlowerJob]:
     rc = context.run_config
+    threads = int(rc.get("torch-threads", 0))
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
     return (ExperimentConfig.model_validate_json(str(rc["experiment"])),
             load_job(str(rc.get("job", DEFAULT_JOB))))
 

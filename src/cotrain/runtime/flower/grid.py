@@ -65,8 +65,7 @@ class FlowerMessageGrid(Grid):
                 raise FlowerRuntimeError(f"only {len(nodes)} of {expected} Flower nodes connected within {wait_s} s")
             time.sleep(poll_s)
             nodes = sorted(self._grid.get_node_ids())
-        messages = [self._grid.create_message(_hello_message(), "query", node, group_id="hello")
-                    for node in nodes]
+        messages = [FlowerMessage(_hello_message(), node, "query", group_id="hello") for node in nodes]
         replies = self._exchange(messages, what="hello")
         node_of: dict[str, int] = {}
         for node, reply in replies.items():
@@ -105,8 +104,8 @@ class FlowerMessageGrid(Grid):
                 raise KeyError(f"no participant {pid!r}; connected: {self.participant_ids()}")
             message = messages[pid]
             self.ledger.record(message, sender=SERVER, receiver=pid, round=round)
-            out.append(self._grid.create_message(message_to_record_dict(message), flower_message_type(message.kind),
-                                                 self._node_of[pid], group_id=str(round)))
+            out.append(FlowerMessage(message_to_record_dict(message), self._node_of[pid],
+                                     flower_message_type(message.kind), group_id=str(round)))
         kinds = sorted({m.kind for m in messages.values()})
         replies = self._exchange(out, what=",".join(kinds))
         pid_of = {node: pid for pid, node in self._node_of.items()}

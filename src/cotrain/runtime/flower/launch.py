@@ -168,7 +168,8 @@ def write_app(app_dir: Path, cfg: ExperimentConfig, *, results_dir: Path, job: s
             "components": {"serverapp": "cotrain.runtime.flower.apps:server_app",
                            "clientapp": "cotrain.runtime.flower.apps:client_app"},
             "config": {"experiment": cfg.model_dump_json(), "results-dir": str(results_dir.resolve()),
-                       "job": job, "node-wait-s": float(node_wait_s), "reply-timeout-s": float(reply_timeout_s)},
+                       "job": job, "node-wait-s": float(node_wait_s), "reply-timeout-s": float(reply_timeout_s),
+                       "torch-threads": torch.get_num_threads()},
         }}},
     }
     (app_dir / "pyproject.toml").write_text(tomli_w.dumps(project), encoding="utf-8")
