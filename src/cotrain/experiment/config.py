@@ -20,6 +20,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cotrain.experiment.errors import ConfigError, format_validation_error
+from cotrain.experiment.fada_method import FadaSection
 from cotrain.experiment.split_method import SplitSection
 
 Runtime = Literal["inprocess", "flower-simulation", "flower-deployment"]
@@ -168,6 +169,7 @@ class ExperimentConfig(Section):
     method: MethodSection = Field(default_factory=MethodSection)
     fedavg: FedAvgSection = Field(default_factory=FedAvgSection)
     split: SplitSection = Field(default_factory=SplitSection)
+    fada: FadaSection = Field(default_factory=FadaSection)
 
     @model_validator(mode="after")
     def _fits_together(self) -> "ExperimentConfig":

@@ -123,6 +123,7 @@ def register_method(name: str) -> Callable[[M], M]:
 def _import_builtin() -> None:
     import cotrain.experiment.fedavg  # noqa: F401  (registers "fedavg")
     import cotrain.experiment.split_method  # noqa: F401  (registers "split")
+    import cotrain.experiment.fada_method  # noqa: F401  (registers "fada")
 
 
 def available_methods() -> list[str]:
