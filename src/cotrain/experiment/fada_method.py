@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+import cotrain.transfer.encoders  # noqa: F401  (registers the "adda_lenet" model for [model] name)
 from cotrain.experiment.methods import Method, MethodOutcome, RunContext, register_method
 
 if TYPE_CHECKING:
