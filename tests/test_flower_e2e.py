@@ -88,7 +88,7 @@ def _assert_same_run(got, want) -> None:
 
 
 def _assert_nothing_left() -> None:
-    assert tagged_processes() == []
+    assert tagged_processes(f"{os.getpid()}-") == []
     assert _children_of_this_process() == []
 
 

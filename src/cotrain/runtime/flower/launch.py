@@ -42,15 +42,19 @@ class FlowerLaunchError(RuntimeError):
 TAG_VAR = "COTRAIN_FLOWER_TAG"
 
 
-def tagged_processes(tag: str | None = None) -> list[int]:
-    """Live processes whose environment carries ``COTRAIN_FLOWER_TAG`` (= ``tag`` when given).
+def tagged_processes(prefix: str = "") -> list[int]:
+    """Live processes whose ``COTRAIN_FLOWER_TAG`` starts with ``prefix`` (any tag when empty).
 
     Every process a launcher starts, and everything those start, inherits the tag, so the sweep
-    finds them even after they detached into sessions of their own.
+    finds them even after they detached into sessions of their own. A tag is
+    ``"<launching pid>-<random hex>"``. Linux only (reads ``/proc``); elsewhere it finds nothing.
     """
-    needle = f"{TAG_VAR}={tag}".encode() if tag else f"{TAG_VAR}=".encode()
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    needle = f"{TAG_VAR}={prefix}".encode()
     found: list[int] = []
-    for entry in Path("/proc").iterdir():
+    for entry in proc.iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
@@ -58,7 +62,7 @@ def tagged_processes(tag: str | None = None) -> list[int]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if state != "Z" and any(v == needle or (not tag and v.startswith(needle)) for v in environ.split(b"\0")):
+        if state != "Z" and any(v.startswith(needle) for v in environ.split(b"\0")):
             found.append(int(entry.name))
     return sorted(found)
 
@@ -69,7 +73,7 @@ class ProcessGroup:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.tag = uuid.uuid4().hex
+        self.tag = f"{os.getpid()}-{uuid.uuid4().hex}"
         self._procs: dict[str, subprocess.Popen] = {}
         self._short: set[str] = set()
 
