@@ -256,7 +256,7 @@ def test_cifar10(tmp_path: Path) -> None:
     _check_images(s.train.x, (3, 32, 32))
     assert len(s.train) == 20 and len(s.test) == 10
     assert s.test.y.tolist() == list(range(10)) and s.train.class_names[3] == "cat"
-    decoded = np.asarray(Image.open(root / "test" / "bird" / "0000.jpg"))
+    decoded = np.array(Image.open(root / "test" / "bird" / "0000.jpg"))
     assert torch.allclose(s.test.x[2], torch.from_numpy(decoded).permute(2, 0, 1).float() / 255)
     sub = load_dataset("cifar10", data_dir=tmp_path, max_samples=4, size=16)
     _check_images(sub.train.x, (3, 16, 16))

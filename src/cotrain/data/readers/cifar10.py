@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from cotrain.data.base import ArrayDataset, DatasetSplits
-from cotrain.data.readers.cache import cached_arrays, files_fingerprint
 from cotrain.data.readers.common import images_to_tensor, long_tensor, subsample
-from cotrain.data.readers.imagefiles import decode_images
+from cotrain.data.readers.imagefiles import load_image_files
 from cotrain.data.registry import not_found, register_dataset
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -53,10 +52,7 @@ def _load_split(
     paths, labels = scan_split(split_dir)
     keep = subsample(len(paths), max_samples, seed, "cifar10", split_dir.name)
     paths = [paths[i] for i in keep]
-    key = {"size": size, "files": files_fingerprint(paths)}
-    images = cached_arrays(
-        "cifar10", key, lambda: {"x": decode_images(paths, size, "RGB")}, enabled=cache
-    )["x"]
+    images = load_image_files("cifar10", paths, size, cache=cache)
     return ArrayDataset(
         x=images_to_tensor(images), y=long_tensor(labels[keep]), name="cifar10",
         num_classes=10, class_names=list(CLASSES),

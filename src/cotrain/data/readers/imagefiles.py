@@ -10,6 +10,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from cotrain.data.readers.cache import cached_arrays, files_fingerprint
+
 
 def decode_image(path: Path, size: int | None, mode: str = "RGB") -> np.ndarray:
     """One image file -> uint8 array (H, W, C) for ``mode="RGB"``, (H, W) for ``"L"``.
@@ -43,3 +45,9 @@ def decode_images(
     if len(shapes) > 1:
         raise ValueError(f"images differ in shape {sorted(shapes)}; pass size= to resize them")
     return np.stack(images)
+
+
+def load_image_files(prefix: str, paths: Sequence[Path], size: int | None, *, cache: bool = True) -> np.ndarray:
+    """:func:`decode_images` (RGB) through the on-disk cache, keyed by the files and ``size``."""
+    key = {"size": size, "files": files_fingerprint(paths)}
+    return cached_arrays(prefix, key, lambda: {"x": decode_images(paths, size, "RGB")}, enabled=cache)["x"]

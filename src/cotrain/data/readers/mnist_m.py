@@ -8,7 +8,7 @@ import numpy as np
 
 from cotrain.data.base import DatasetSplits
 from cotrain.data.readers.common import images_to_tensor, make_splits, stratified_split, subsample
-from cotrain.data.readers.imagefiles import decode_images
+from cotrain.data.readers.imagefiles import load_image_files
 from cotrain.data.registry import register_dataset
 from cotrain.data.transforms import to_grayscale
 
@@ -52,13 +52,15 @@ def load_mnist_m(
     size: int | None = None,
     grayscale: bool = False,
     max_samples: int | None = None,
+    cache: bool = True,
 ) -> DatasetSplits:
     """MNIST-M: x float32 (N, 3, 32, 32) in [0, 1], y int64 digit (10 classes).
 
     Only the original *test* split (9,001 images) is on disk, so it is split here, stratified by
     label and deterministically from ``seed``: ``test_fraction`` of each digit goes to test.
     ``size`` resizes (e.g. 28 to pair with MNIST), ``grayscale`` gives (N, 1, H, W);
-    ``max_samples`` draws a deterministic subset before splitting (for quick runs).
+    ``max_samples`` draws a deterministic subset before splitting (for quick runs). Decoded
+    images are cached unless ``cache=False``.
     """
     names, labels = read_labels(root / LABELS)
     keep = subsample(len(names), max_samples, seed, "mnist_m")
@@ -67,7 +69,8 @@ def load_mnist_m(
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} image files listed in {root / LABELS} are missing, e.g. {missing[0]}")
-    x = images_to_tensor(decode_images(paths, size, "RGB"))
+    images = load_image_files("mnist_m", paths, size, cache=cache)
+    x = images_to_tensor(images)
     if grayscale:
         x = to_grayscale(x)
     train, test = stratified_split(labels, test_fraction, seed, "mnist_m")

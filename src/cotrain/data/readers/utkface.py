@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from cotrain.data.base import DatasetSplits
-from cotrain.data.readers.cache import cached_arrays, files_fingerprint
 from cotrain.data.readers.common import images_to_tensor, make_splits, stratified_split, subsample
-from cotrain.data.readers.imagefiles import decode_images
+from cotrain.data.readers.imagefiles import load_image_files
 from cotrain.data.registry import not_found, register_dataset
 
 log = logging.getLogger(__name__)
@@ -97,10 +96,7 @@ def load_utkface(
         log.info("utkface: skipped %d files whose names lack a field", skipped)
     keep = subsample(len(paths), max_samples, seed, "utkface")
     paths = [paths[i] for i in keep]
-    key = {"size": size, "files": files_fingerprint(paths)}
-    images = cached_arrays(
-        "utkface", key, lambda: {"x": decode_images(paths, size, "RGB")}, enabled=cache
-    )["x"]
+    images = load_image_files("utkface", paths, size, cache=cache)
     attrs = {k: labels[k][keep] for k in ("gender", "race", "age_group")}
     y = attrs.pop(task)
     train, test = stratified_split(y, test_fraction, seed, "utkface")
