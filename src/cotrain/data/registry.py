@@ -59,8 +59,9 @@ class DatasetSpec:
 class DatasetInfo:
     """One row of :func:`available_datasets`.
 
-    ``path`` is the folder looked at (None when the data set has no fixed folder);
-    ``n_train``/``n_test`` are filled in when the data are found and cheap to count.
+    ``path`` is the folder looked at. Data sets without a fixed folder (generated, or read from a
+    ``path`` option) have ``path=None`` and ``found=True``. ``n_train``/``n_test`` are the sizes
+    under default options, filled in when the data are found and cheap to count.
     """
 
     name: str

@@ -3,7 +3,8 @@
 No files, deterministic from ``seed``, fast (10,000 1x28x28 samples in a fraction of a second).
 
 * **class**: a fixed recipe of ``STROKES_PER_CLASS`` smooth strokes drawn from a shared pool
-  (classes share strokes, so telling them apart needs their combination). Per sample every
+  of ``2 * num_classes`` (two classes share at most one stroke, so telling them apart needs the
+  combination). Per sample every
   stroke is jittered by up to one pixel and weighted at random, the whole drawing is shifted by
   up to ``2 * size / 28`` pixels, and Gaussian pixel noise is added.
 * **domain** (style): domain 0 is white on black; the others invert contrast, add a background
@@ -119,7 +120,7 @@ def _shift(a: np.ndarray, dy: np.ndarray, dx: np.ndarray, pad: int) -> np.ndarra
 
 def generate(proto: Prototypes, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """``n`` samples: x float32 (n, C, H, W) in [0, 1], y/domain/thickness/marker int64 (n,)."""
-    n_cls, (n_pool, _, size, _) = len(proto.recipes), proto.strokes.shape
+    n_cls, size = len(proto.recipes), proto.strokes.shape[-1]
     channels = len(proto.styles[0].fg)
     y = rng.permutation(np.arange(n) % n_cls)
     domain = rng.integers(0, len(proto.styles), n)
@@ -154,8 +155,7 @@ def generate(proto: Prototypes, n: int, rng: np.random.Generator) -> dict[str, n
     x = back.add_((fg[:, :, None, None] - back).mul_(s))
     noise = rng.standard_normal((n, 1, size, size), dtype=np.float32)
     x = x.add_(torch.from_numpy(noise), alpha=NOISE_STD).clamp_(0, 1).numpy()
-    return {"x": x, "y": y, "domain": domain,
-            "thickness": thick, "marker": marker}
+    return {"x": x, "y": y, "domain": domain, "thickness": thick, "marker": marker}
 
 
 def _dataset(arrays: dict[str, np.ndarray], num_classes: int) -> ArrayDataset:
