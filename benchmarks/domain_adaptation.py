@@ -50,24 +50,26 @@ METHODS = ("source_only", "fedavg_sources", "fada_target", "fada_aggregator", "a
 
 @dataclass(frozen=True)
 class Budget:
-    """Steps of every method (mini-batches of ``batch``)."""
+    """Data sizes and steps of every method (mini-batches of ``batch``)."""
 
     n_source: int = 2000
     n_target: int = 1800
     n_test: int = 10000
     batch: int = 64
-    pretrain_steps: int = 1500       # per model (source_only, target_supervised) and per source node
-    pretrain_rounds: int = 10        # FedAvg rounds the pretraining is split into (several sources)
+    pretrain_steps: int = 1500       # source_only, target_supervised, and FedAvg steps per source node
+    pretrain_rounds: int = 10        # FedAvg rounds the sources' pretraining is split into (several sources)
     rounds: int = 100                # FADA adaptation rounds
-    adapt_steps: int = 10            # source G_s/T_s steps per round (step 5)
-    disc_steps: int = 10             # D steps per node per round (step 3)
-    target_steps: int = 10           # the target's own-encoder steps per round (0: no own G)
-    adv_weight: float = 1.0
+    adapt_steps: int = 5             # step 5: source G_s/T_s Adam steps per round
+    disc_exchanges: int = 5          # steps 3-4 per round, one SGD step per node each
+    disc_lr: float = 0.02
+    target_steps: int = 10           # the target's own-encoder Adam steps per round (0: no own G)
+    target_weight: float = 0.9       # its weight in the G aggregate
+    adv_weight: float = 1.0          # lambda
     adda_steps: int = 1000
 
 
-QUICK = Budget(n_source=1000, n_target=1000, n_test=1000, pretrain_steps=300, pretrain_rounds=3, rounds=30,
-               adapt_steps=5, disc_steps=5, target_steps=5, adda_steps=300)
+QUICK = Budget(n_source=1000, n_target=1000, n_test=1000, batch=32, pretrain_steps=300, pretrain_rounds=3,
+               rounds=15, adda_steps=300)
 
 
 def _load(name: str, data_dir: str | None, channels: int, split_seed: int) -> tuple[ArrayDataset, ArrayDataset]:
@@ -101,36 +103,43 @@ def run_task(task: str, seed: int, methods: tuple[str, ...], budget: Budget, dat
     target_train = _sample(get(target_name)[0], budget.n_target, seed, task, "target")
     target_test = _sample(get(target_name)[1], budget.n_test, 0, "test", target_name)
     shape = target_test.input_shape
-    model = build_model("adda_lenet", input_shape=shape, num_classes=10, seed=derive_seed(seed, "model"))
+    model = build_model("adda_lenet", input_shape=shape, num_classes=10, seed=derive_seed(seed, "model"), dropout=0.0)
     disc = build_discriminator(feature_dim(model, shape), seed=derive_seed(seed, "disc"))
     b = budget
-    pre = LocalPhase(b.pretrain_steps // b.pretrain_rounds if len(sources) > 1 else b.pretrain_steps,
+    several = len(sources) > 1
+    pre = LocalPhase(b.pretrain_steps // b.pretrain_rounds if several else b.pretrain_steps,
                      batch_size=b.batch, lr=1e-3, beta1=0.9)
-    settings = FadaSettings(
-        rounds=b.rounds, pretrain_rounds=b.pretrain_rounds if len(sources) > 1 else 1, pretrain=pre,
-        discriminator=LocalPhase(b.disc_steps, batch_size=b.batch),
+    fedavg_settings = FadaSettings(rounds=0, pretrain_rounds=b.pretrain_rounds if several else 1, pretrain=pre)
+    # FADA's step 1 is exactly the fedavg_sources run; its adaptation rounds start from that model.
+    fada_settings = FadaSettings(
+        rounds=b.rounds, pretrain_rounds=0,
+        discriminator=LocalPhase(1, batch_size=b.batch, lr=b.disc_lr, beta1=0.0, optimizer="sgd"),
+        discriminator_exchanges=b.disc_exchanges,
         adapt=LocalPhase(b.adapt_steps, batch_size=b.batch, weight=b.adv_weight),
         target_encoder=LocalPhase(b.target_steps, batch_size=b.batch, weight=b.adv_weight) if b.target_steps else None,
+        target_weight=b.target_weight,
     )
     supervised = LocalPhase(b.pretrain_steps, batch_size=b.batch, lr=1e-3, beta1=0.9)
     rows = []
-    source_model: torch.nn.Module | None = None
+    trained: dict[str, torch.nn.Module] = {}
     for method in methods:
         t0 = time.perf_counter()
         m, d = copy.deepcopy(model), copy.deepcopy(disc)
         if method in ("source_only", "adda_centralised"):
-            if source_model is None:
-                source_model = train_supervised(m, pool(list(sources.values())), supervised, seed=seed, tag="source")
-            m = copy.deepcopy(source_model)
+            if "source" not in trained:
+                trained["source"] = train_supervised(m, pool(list(sources.values())), supervised, seed=seed, tag="source")
+            m = copy.deepcopy(trained["source"])
             if method == "adda_centralised":
                 xs = torch.cat([s.x for s in sources.values()])
                 m = adda_centralised(m, d, xs, target_train.x, LocalPhase(b.adda_steps, batch_size=b.batch,
                                                                           weight=b.adv_weight), seed=seed)
-        elif method == "fedavg_sources":
-            m = fedavg_sources(m, d, sources, settings, seed=seed)
-        elif method in ("fada_target", "fada_aggregator"):
-            fed = build_federation(m, d, sources, target_train.x, topology=method.split("_")[1], seed=seed)
-            m = fed.run(m, d, settings).model
+        elif method in ("fedavg_sources", "fada_target", "fada_aggregator"):
+            if "fedavg" not in trained:
+                trained["fedavg"] = fedavg_sources(m, copy.deepcopy(d), sources, fedavg_settings, seed=seed)
+            m = copy.deepcopy(trained["fedavg"])
+            if method != "fedavg_sources":
+                fed = build_federation(m, d, sources, target_train.x, topology=method.split("_")[1], seed=seed)
+                m = fed.run(m, d, fada_settings).model
         elif method == "target_supervised":
             m = train_supervised(m, target_train, supervised, seed=seed, tag="target")
         else:

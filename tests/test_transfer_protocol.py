@@ -119,3 +119,26 @@ def test_settings_are_validated() -> None:
                                            data=make_sources()["s1"], seed=0)})
     with pytest.raises(ValueError, match="no participant 'target'"):
         run_fada(grid, make_model(), make_disc(), tiny_settings())
+
+
+def test_server_adam_on_discriminator_is_centralised_adam() -> None:
+    """FedAdam for D: one SGD step of rate 1 per node, a server Adam step = Adam on the pooled loss."""
+    sources = make_sources(("s1",))
+    xt = make_target_x()
+    model, disc = make_model(), make_disc()
+    settings = FadaSettings(rounds=1, pretrain_rounds=0, discriminator_exchanges=2, discriminator_server_lr=0.01,
+                            discriminator=LocalPhase(1, batch_size=1000, lr=1.0, beta1=0.0, optimizer="sgd"),
+                            adapt=LocalPhase(0))
+    reference = copy.deepcopy(disc)
+    opt = torch.optim.Adam(reference.parameters(), lr=0.01, betas=(0.5, 0.999))
+    g = copy.deepcopy(model).eval()
+    result = build_federation(model, disc, sources, xt, topology="aggregator", seed=0).run(model, disc, settings)
+    with torch.no_grad():
+        fs, ft = g.features(sources["s1"].x), g.features(xt)
+    for _ in range(2):
+        opt.zero_grad()
+        (0.5 * discriminator_loss(source_logits=reference(fs))
+         + 0.5 * discriminator_loss(target_logits=reference(ft))).backward()
+        opt.step()
+    for (name, got), want in zip(result.discriminator.state_dict().items(), reference.state_dict().values()):
+        assert torch.allclose(got, want, atol=1e-5), name

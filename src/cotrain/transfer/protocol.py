@@ -55,6 +55,10 @@ class FadaSettings:
     ADDA (None: the target has no G of its own and takes the sources' aggregate).
     ``discriminator_exchanges``: steps 3-4 repeated this many times per round, so that D_all can
     learn from one-domain nodes with few local steps each (little client drift).
+    ``discriminator_server_lr``: if set, step 4 is FedAdam (Reddi et al., "Adaptive Federated
+    Optimization", ICLR 2021): the aggregating party treats ``D_all_old - aggregate(D)`` as a
+    gradient and takes one Adam step (betas 0.5, 0.999, ADDA's) of this rate; with one local SGD
+    step of rate 1 per node this is centralised Adam on the pooled loss of ADDA eq. 7.
     """
 
     rounds: int = 20
@@ -65,6 +69,7 @@ class FadaSettings:
     target_encoder: LocalPhase | None = None
     target_weight: float = 0.5
     discriminator_exchanges: int = 1
+    discriminator_server_lr: float | None = None
     sync_sources: bool = True
     aggregator: str = "fedavg"
 
@@ -138,6 +143,16 @@ def _prefixed(prefix: str, state: Mapping[str, torch.Tensor]) -> Tensors:
     return {f"{prefix}.{k}": v for k, v in state.items()}
 
 
+def _server_step(module: torch.nn.Module, opt: torch.optim.Optimizer, aggregate: Tensors) -> Tensors:
+    """One server optimiser step on ``module`` with pseudo-gradient ``current - aggregate``."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.grad = p.detach() - aggregate[name].to(p.dtype)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
 def _message(kind: str, tensors: Tensors, phase: LocalPhase, round: int, exchange: int = 0) -> Message:
     return Message(kind, tensors=tensors, payload=PayloadKind.PARAMETERS,
                    values={**phase.to_values(round), "exchange": exchange})
@@ -179,6 +194,9 @@ def run_fada(grid: Grid, model: BlockModel, discriminator: DomainDiscriminator, 
         record(rnd, "pretrain", t0, up0, down0, replies)
 
     d_state = {k: v.detach().clone() for k, v in discriminator.state_dict().items()}
+    d_server = None
+    if s.discriminator_server_lr is not None:
+        d_server = torch.optim.Adam(list(discriminator.parameters()), lr=s.discriminator_server_lr, betas=(0.5, 0.999))
     g_target: Tensors | None = None  # the target's own G, once it has one
 
     def collect() -> tuple[Tensors, Tensors]:
@@ -217,6 +235,8 @@ def run_fada(grid: Grid, model: BlockModel, discriminator: DomainDiscriminator, 
             if t_reply is not None:
                 d_target = unpack(t_reply.tensors, "D")
             d_state = server.mix(server.mean(d_replies, "D"), d_target, 0.5)
+            if d_server is not None:
+                d_state = _server_step(discriminator, d_server, d_state)
         discriminator.load_state_dict(d_state)
         # Step 5 (and the target's own encoder step, when it has one).
         adapt_tensors = _prefixed("D", d_state)
