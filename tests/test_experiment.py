@@ -131,3 +131,13 @@ def test_participant_sampling_and_seed_are_in_the_summary(tmp_path: Path):
     cfg = with_overrides(tiny(tmp_path), {"fedavg.participants_per_round": 2, "run.seed": 5, "fedavg.rounds": 1})
     result = run_experiment(cfg)
     assert result.summary["seed"] == 5 and len(result.history[0]["participants"]) == 2
+
+
+@pytest.mark.slow
+def test_the_real_demo_reaches_ninety_percent(tmp_path: Path):
+    """What `cotrain demo` runs: >= 0.90 test accuracy (well under a minute on two idle CPU cores)."""
+    from cotrain.experiment import demo_config
+
+    result = run_experiment(with_overrides(demo_config(), {"run.output_dir": str(tmp_path)}))
+    assert result.summary["participants"] == 10 and result.summary["model"] == "small_cnn"
+    assert result.summary["final_test_accuracy"] >= 0.90

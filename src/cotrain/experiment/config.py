@@ -280,7 +280,7 @@ def demo_config(*, quick: bool = False) -> ExperimentConfig:
             "fedavg": {"rounds": 2, "local_steps": 2, "batch_size": 16},
         })
     return config_from_dict({
-        "run": {"name": "demo"},
+        "run": {"name": "demo", "threads": 1},  # small convolutions: one thread is fastest, and never oversubscribes
         "data": {"participants": 10, "options": {"n_train": 5000, "n_test": 1000, "num_domains": 1}},
         "model": {"name": "small_cnn", "options": {"width": 8, "norm": "batch"}},
         "fedavg": {"rounds": 5, "local_steps": 20, "batch_size": 32, "lr": 0.02, "momentum": 0.9},

@@ -61,7 +61,7 @@ def plot_bytes(by_round: dict[int, dict[str, int]], path: str | Path,
     ax.set_xlabel("round")
     ax.set_ylabel(unit)
     if kinds:
-        ax.legend(title="payload", fontsize=8)
+        ax.legend(title="payload", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     ax.set_title(title)
     return _save(fig, path)
 
