@@ -74,7 +74,7 @@ def run_dataset(name: str, args) -> list[dict]:
             found[method] = (attribute_accuracy(inf.predictions, a, match(rec.embeddings, true_e)),
                              proportion_error(inf.proportion, a, num_values), time.perf_counter() - t0)
         t0 = time.perf_counter()
-        bp = BatchPropertyInference(num_batches=16 if quick else 64, seed=args.seed).fit(model, x_aux, y_aux, a_aux, b)
+        bp = BatchPropertyInference(num_batches=16 if quick else 32, seed=args.seed).fit(model, x_aux, y_aux, a_aux, b)
         found["batch_property"] = (attribute_accuracy(bp.predict_samples(model, upload), a),
                                    proportion_error(bp.predict_proportion(model, upload), a, num_values),
                                    time.perf_counter() - t0)
@@ -125,6 +125,8 @@ def main() -> None:
     for name in names:
         try:
             results += run_dataset(name, args)
+            common.write_outputs(args.json, {"benchmark": "attribute_inference", "partial": True, "results": results},
+                                 "attribute_inference")
         except FileNotFoundError as err:
             print(f"skipped {name}: {err}", flush=True)
     payload = {"benchmark": "attribute_inference", "quick": args.quick, "environment": common.environment(),

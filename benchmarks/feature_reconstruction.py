@@ -33,7 +33,7 @@ from cotrain.audit.scoring import score_reconstruction  # noqa: E402
 from cotrain.audit.threat_model import simulate_upload  # noqa: E402
 
 
-def run(args) -> dict:
+def run(args, partial=None) -> dict:
     quick = args.quick
     data, _ = common.load(args.dataset, args.data_dir)
     train, test = data.train, data.test
@@ -97,6 +97,8 @@ def run(args) -> dict:
                       f"success={r['success_rate']:.3f} cos={r['mean_cosine']:.3f} "
                       f"centred: success={r['success_rate_centred']:.3f} cos={r['mean_cosine_centred']:.3f} eq/unk={r['equations_per_unknown']:.3g} "
                       f"{r['seconds']:.1f}s", flush=True)
+            if partial is not None:
+                partial({"benchmark": "feature_reconstruction", "partial": True, "results": results})
     return {"benchmark": "feature_reconstruction", "dataset": args.dataset, "model": args.model, "width": args.width,
             "quick": quick, "checkpoints": info, "time_limit_s": limit, "environment": common.environment(),
             "results": results}
@@ -136,7 +138,7 @@ def main() -> None:
         args.dataset = "synthetic"  # no file reading in the quick run
     if args.threads:
         torch.set_num_threads(args.threads)
-    payload = run(args)
+    payload = run(args, partial=lambda p: common.write_outputs(args.json, p, "feature_reconstruction"))
     png = common.write_outputs(args.json, payload, "feature_reconstruction")
     plot(payload, png)
     print(f"wrote {png.with_suffix('.json')} and {png}")

@@ -21,7 +21,10 @@ steps. Improvements here (each switchable, measured in ``docs/audit.md``):
 * ``nonnegative``: ``X_hat`` is projected onto ``X >= 0`` after each step when the auxiliary
   features are non-negative (outputs of a ReLU / max-pool);
 * ``exact_batch_one``: for ``B = 1``, ``E(X)`` is read exactly from the head's gradient
-  (``dW[k] / db[k]``) and ``d(E, f_{n+1}(X_hat))`` is added to the objective;
+  (``dW[k] / db[k]``) and ``anchor_weight * d(E, f_{n+1}(X_hat))`` is added to the objective;
+* ``head_solve``: for ``B > 1``, ``E(X)`` is first solved from the head's gradient alone
+  (:mod:`cotrain.audit.head_solve`, exact in principle when ``B <= K``), used as the anchor of the
+  ``X`` optimisation, and reported as ``E(X)`` when its head residual is the lower one;
 * ``relative_lr``: the Adam step is ``lr * std(auxiliary block inputs)``, so one setting fits
   features of any scale; restarts keep the lowest objective; a time limit bounds the cost.
 
@@ -40,6 +43,7 @@ import torch
 from torch import nn
 
 from cotrain.audit.distance import gradient_distance
+from cotrain.audit.head_solve import head_residual, solve_embeddings
 from cotrain.audit.labels import bias_signal, head_gradients, recover_label_counts, counts_to_labels, \
     single_sample_embedding
 from cotrain.audit.threat_model import ObservedUpload, block_parameter_names, head_parameter_names
@@ -59,6 +63,8 @@ class ReconstructionSettings:
     init: str = "auxiliary"
     nonnegative: bool = True
     exact_batch_one: bool = True
+    head_solve: bool = True
+    anchor_weight: float = 1.0
     restarts: int = 1
     schedule: str = "constant"
     time_limit: float | None = None
@@ -79,7 +85,7 @@ class ReconstructionSettings:
     def patent(cls, **overrides: object) -> "ReconstructionSettings":
         """The document's method: random init, soft pseudo-labels, constant step, no projections."""
         base = cls(lr=0.1, relative_lr=False, labels="soft", init="random", nonnegative=False,
-                   exact_batch_one=False, schedule="constant")
+                   exact_batch_one=False, head_solve=False, schedule="constant")
         return replace(base, **overrides)  # type: ignore[arg-type]
 
 
@@ -193,6 +199,7 @@ def reconstruct_features(model: BlockModel, upload: ObservedUpload, *, prior: Au
     counts = recover_label_counts(signal, b, class_probs)
     labels = counts_to_labels(counts)
     anchor = single_sample_embedding(dw, db).detach() if (b == 1 and settings.exact_batch_one) else None
+    budget = settings.time_limit
     nonneg = settings.nonnegative and (prior is None or float(prior.block_inputs.min()) >= 0.0)
     soft = settings.labels == "soft"
     equations, unknowns = counting_bound(net, b, shape, soft_labels=soft, num_classes=num_classes)
@@ -200,9 +207,19 @@ def reconstruct_features(model: BlockModel, upload: ObservedUpload, *, prior: Au
         last.eval()
         d = last(torch.zeros((1, *shape))).reshape(1, -1).shape[1]
         last.train()
+    linear_head = isinstance(head, nn.Linear)
+    solved = None
+    if anchor is None and settings.head_solve and linear_head and not soft and b > 1 and prior is not None:
+        init0 = _initial_features(prior, labels, shape, settings, torch_generator(settings.seed, "reconstruct", 0))
+        with torch.no_grad():
+            e0 = last(init0).reshape(b, -1)
+        limit = None if settings.time_limit is None else settings.time_limit / 4
+        solved, _ = solve_embeddings(head.weight, head.bias, dw, db, labels, e0, nonnegative=nonneg, time_limit=limit)
+        anchor = solved.detach()
+    if budget is not None and solved is not None:
+        budget = max(budget - (time.perf_counter() - t0), 0.0)
 
     best: tuple[float, torch.Tensor, torch.Tensor, int] | None = None
-    budget = settings.time_limit
     for restart in range(settings.restarts):
         gen = torch_generator(settings.seed, "reconstruct", restart)
         x_hat = _initial_features(prior, labels, shape, settings, gen).requires_grad_(True)
@@ -231,7 +248,7 @@ def reconstruct_features(model: BlockModel, upload: ObservedUpload, *, prior: Au
             obj = gradient_distance(g_block, grads[:len(block_params)]) + \
                 settings.head_weight * gradient_distance(g_head, grads[len(block_params):])
             if anchor is not None:
-                obj = obj + gradient_distance(anchor, e[0])
+                obj = obj + settings.anchor_weight * gradient_distance(anchor.reshape(b, -1), e)
             var_grads = torch.autograd.grad(obj, variables)
             for v, gv in zip(variables, var_grads):
                 v.grad = gv
@@ -251,8 +268,14 @@ def reconstruct_features(model: BlockModel, upload: ObservedUpload, *, prior: Au
     objective, x_best, final_labels, steps_done = best
     with torch.no_grad():
         emb = last(x_best).reshape(b, -1)
-    if anchor is not None:
+    if b == 1 and anchor is not None:
         emb = anchor.reshape(1, -1).clone()
+    elif solved is not None and linear_head:
+        onehot = nn.functional.one_hot(labels, num_classes).to(emb.dtype)
+        if head_residual(head.weight.detach(), None if head.bias is None else head.bias.detach(), dw, db, onehot,
+                         solved) < head_residual(head.weight.detach(), None if head.bias is None else head.bias.detach(),
+                                                 dw, db, onehot, emb):
+            emb = solved.clone()
     return Reconstruction(features=x_best, embeddings=emb, labels=final_labels, objective=objective,
                           steps=steps_done, seconds=time.perf_counter() - t0, equations=equations,
                           unknowns=unknowns, embedding_unknowns=b * d)
