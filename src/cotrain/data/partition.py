@@ -74,15 +74,15 @@ def partition_table(dataset: ArrayDataset, parts: list[np.ndarray], by: str = "l
 
 def _keys(dataset: ArrayDataset, by: str) -> np.ndarray:
     if by == "label":
-        return dataset.y.numpy()
+        return dataset.y.cpu().numpy()
     if by == "domain":
         if dataset.domain is None:
             raise ValueError(f"data set {dataset.name!r} has no domains")
-        return dataset.domain.numpy()
+        return dataset.domain.cpu().numpy()
     if by not in dataset.attributes:
         known = ", ".join(sorted(dataset.attributes)) or "none"
         raise ValueError(f"data set {dataset.name!r} has no attribute {by!r}; attributes: {known}")
-    return dataset.attributes[by].numpy()
+    return dataset.attributes[by].cpu().numpy()
 
 
 def dirichlet_split(
@@ -134,7 +134,7 @@ def dirichlet(
 ) -> list[np.ndarray]:
     """Label skew: per class, proportions ~ Dirichlet(alpha) (small alpha: few classes per
     participant; large alpha: near IID). ``min_size`` defaults to min(10, N // (2k))."""
-    return dirichlet_split(dataset.y.numpy(), k, alpha, _default_min_size(len(dataset), k, min_size), rng)
+    return dirichlet_split(_keys(dataset, "label"), k, alpha, _default_min_size(len(dataset), k, min_size), rng)
 
 
 @register_partitioner("attribute")
