@@ -60,16 +60,18 @@ class Budget:
     pretrain_rounds: int = 10        # FedAvg rounds the sources' pretraining is split into (several sources)
     rounds: int = 100                # FADA adaptation rounds
     adapt_steps: int = 5             # step 5: source G_s/T_s Adam steps per round
-    disc_exchanges: int = 5          # steps 3-4 per round, one SGD step per node each
-    disc_lr: float = 0.02
-    target_steps: int = 10           # the target's own-encoder Adam steps per round (0: no own G)
-    target_weight: float = 0.9       # its weight in the G aggregate
-    adv_weight: float = 1.0          # lambda
+    disc_exchanges: int = 5          # steps 3-4 per round: one SGD step (rate 1) per node, then a server Adam step
+    disc_server_lr: float = 2e-4
+    target_steps: int = 5            # the target's own-encoder Adam steps per round (0: no own G)
+    target_weight: float = 0.5       # its weight in the G aggregate
+    adv_weight: float = 1.0          # lambda of the target's own-encoder step (ADDA eq. 9)
+    source_adv_weight: float = 0.1   # lambda of the sources' step 5
+    sync_sources: bool = False       # sources restart step 5 from the aggregates
     adda_steps: int = 1000
 
 
-QUICK = Budget(n_source=1000, n_target=1000, n_test=1000, batch=32, pretrain_steps=300, pretrain_rounds=3,
-               rounds=15, adda_steps=300)
+QUICK = Budget(n_source=500, n_target=500, n_test=500, batch=32, pretrain_steps=150, pretrain_rounds=3,
+               rounds=10, adda_steps=150)
 
 
 def _load(name: str, data_dir: str | None, channels: int, split_seed: int) -> tuple[ArrayDataset, ArrayDataset]:
@@ -113,11 +115,11 @@ def run_task(task: str, seed: int, methods: tuple[str, ...], budget: Budget, dat
     # FADA's step 1 is exactly the fedavg_sources run; its adaptation rounds start from that model.
     fada_settings = FadaSettings(
         rounds=b.rounds, pretrain_rounds=0,
-        discriminator=LocalPhase(1, batch_size=b.batch, lr=b.disc_lr, beta1=0.0, optimizer="sgd"),
-        discriminator_exchanges=b.disc_exchanges,
-        adapt=LocalPhase(b.adapt_steps, batch_size=b.batch, weight=b.adv_weight),
+        discriminator=LocalPhase(1, batch_size=b.batch, lr=1.0, beta1=0.0, optimizer="sgd"),
+        discriminator_exchanges=b.disc_exchanges, discriminator_server_lr=b.disc_server_lr,
+        adapt=LocalPhase(b.adapt_steps, batch_size=b.batch, weight=b.source_adv_weight),
         target_encoder=LocalPhase(b.target_steps, batch_size=b.batch, weight=b.adv_weight) if b.target_steps else None,
-        target_weight=b.target_weight,
+        target_weight=b.target_weight, sync_sources=b.sync_sources,
     )
     supervised = LocalPhase(b.pretrain_steps, batch_size=b.batch, lr=1e-3, beta1=0.9)
     rows = []
@@ -171,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=None)
     p.add_argument("--threads", type=int, default=1)
     for field in Budget.__dataclass_fields__:
-        p.add_argument("--" + field.replace("_", "-"), type=type(getattr(Budget(), field)), default=None)
+        kind = type(getattr(Budget(), field))
+        p.add_argument("--" + field.replace("_", "-"), default=None,
+                       type=(lambda v: v.lower() in ("1", "true", "yes")) if kind is bool else kind)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     budget = QUICK if args.quick else Budget()
