@@ -47,14 +47,17 @@ class FadaSection(BaseModel):
     pretrain_steps: int = Field(500, ge=1)
     pretrain_lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(64, ge=1)
-    disc_steps: int = Field(1, ge=1)
-    disc_lr: float = Field(0.02, gt=0)
+    disc_steps: int = Field(1, ge=1, description="local SGD steps per node per exchange")
+    disc_lr: float = Field(1.0, gt=0, description="local SGD rate (1: the upload is the gradient)")
+    disc_server_lr: float | None = Field(2e-4, gt=0, description="FedAdam rate at the aggregator; None: plain average")
     disc_exchanges: int = Field(5, ge=1)
     adapt_steps: int = Field(5, ge=1)
     adapt_lr: float = Field(2e-4, gt=0)
-    adv_weight: float = Field(1.0, ge=0)
-    target_encoder_steps: int = Field(0, ge=0, description="0: the target has no G of its own")
-    target_weight: float = Field(0.5, ge=0, lt=1)
+    source_adv_weight: float = Field(0.1, ge=0, description="lambda of the sources' step 5")
+    adv_weight: float = Field(1.0, ge=0, description="lambda of the target's own-encoder step")
+    target_encoder_steps: int = Field(5, ge=0, description="0: the target has no G of its own")
+    target_weight: float = Field(0.9, ge=0, lt=1)
+    sync_sources: bool = False
 
 
 def _prepare(d: "ArrayDataset", s: FadaSection) -> "ArrayDataset":
@@ -126,10 +129,11 @@ class FederatedAdversarialDA(Method):
             rounds=s.rounds, pretrain_rounds=s.pretrain_rounds,
             pretrain=LocalPhase(s.pretrain_steps, lr=s.pretrain_lr, beta1=0.9, **phase),
             discriminator=LocalPhase(s.disc_steps, lr=s.disc_lr, beta1=0.0, optimizer="sgd", **phase),
-            adapt=LocalPhase(s.adapt_steps, lr=s.adapt_lr, weight=s.adv_weight, **phase),
+            adapt=LocalPhase(s.adapt_steps, lr=s.adapt_lr, weight=s.source_adv_weight, **phase),
             target_encoder=(LocalPhase(s.target_encoder_steps, lr=s.adapt_lr, weight=s.adv_weight, **phase)
                             if s.target_encoder_steps else None),
-            target_weight=s.target_weight, discriminator_exchanges=s.disc_exchanges))
+            target_weight=s.target_weight, discriminator_exchanges=s.disc_exchanges,
+            discriminator_server_lr=s.disc_server_lr, sync_sources=s.sync_sources))
         self.federation = build_federation(self.model, self.disc, self.sources, target_train.x, topology=s.topology,
                                            seed=seed, target_labels=labels, target_labelled_index=index)
 
