@@ -142,3 +142,18 @@ def test_server_adam_on_discriminator_is_centralised_adam() -> None:
         opt.step()
     for (name, got), want in zip(result.discriminator.state_dict().items(), reference.state_dict().values()):
         assert torch.allclose(got, want, atol=1e-5), name
+
+
+def test_without_sync_sources_receive_g_only_to_start() -> None:
+    """``sync_sources=False``: the first step-5 message carries the common G, T (no pretraining round
+    here), later ones only D_all; with sync every step-5 message carries the aggregates."""
+    for sync in (False, True):
+        model, disc = make_model(), make_disc()
+        fed = build_federation(model, disc, make_sources(), make_target_x(), topology="target", seed=0)
+        settings = FadaSettings(rounds=3, pretrain_rounds=0, sync_sources=sync,
+                                discriminator=LocalPhase(1, batch_size=TARGET_BATCH, lr=1.0, beta1=0.0, optimizer="sgd"),
+                                adapt=LocalPhase(1, batch_size=SOURCE_BATCH))
+        fed.run(model, disc, settings)
+        adapts = [e for e in fed.grid.ledger.entries if e.kind == "fada.adapt" and e.sender == SERVER]
+        carries_g = [any(n.startswith("G.") for n in e.tensor_names) for e in adapts]
+        assert carries_g == ([True, True, True] if sync else [True, False, False])
