@@ -63,7 +63,7 @@ class Budget:
     disc_exchanges: int = 5          # steps 3-4 per round: one SGD step (rate 1) per node, then a server Adam step
     disc_server_lr: float = 2e-4
     target_steps: int = 5            # the target's own-encoder Adam steps per round (0: no own G)
-    target_weight: float = 0.5       # its weight in the G aggregate
+    target_weight: float = 0.9       # its weight in the G aggregate
     adv_weight: float = 1.0          # lambda of the target's own-encoder step (ADDA eq. 9)
     source_adv_weight: float = 0.1   # lambda of the sources' step 5
     sync_sources: bool = False       # sources restart step 5 from the aggregates
