@@ -47,15 +47,15 @@ def partition(
         raise ValueError(f"unknown partitioner {name!r}; known: {', '.join(available_partitioners())}")
     fn = _PARTITIONERS[name]
     check_options(fn, options, f"partitioner {name!r}")
-    n = len(dataset)
-    if isinstance(num_participants, bool) or int(num_participants) != num_participants or num_participants < 1:
-        raise ValueError(f"num_participants must be a positive integer, got {num_participants!r}")
-    if num_participants > n:
-        raise ValueError(f"more participants ({num_participants}) than samples ({n}) in {dataset.name!r}")
-    parts = fn(dataset, int(num_participants), numpy_rng(seed, "partition", name), **options)
+    n, k = len(dataset), num_participants
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"num_participants must be a positive integer, got {k!r}")
+    if k > n:
+        raise ValueError(f"more participants ({k}) than samples ({n}) in {dataset.name!r}")
+    parts = fn(dataset, int(k), numpy_rng(seed, "partition", name), **options)
     parts = [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
     total = sum(len(p) for p in parts)
-    if len(parts) != num_participants or len(np.unique(np.concatenate(parts))) != total:
+    if len(parts) != k or len(np.unique(np.concatenate(parts))) != total:
         raise RuntimeError(f"partitioner {name!r} returned overlapping or missing participants")
     return parts
 
@@ -134,7 +134,8 @@ def dirichlet(
 ) -> list[np.ndarray]:
     """Label skew: per class, proportions ~ Dirichlet(alpha) (small alpha: few classes per
     participant; large alpha: near IID). ``min_size`` defaults to min(10, N // (2k))."""
-    return dirichlet_split(_keys(dataset, "label"), k, alpha, _default_min_size(len(dataset), k, min_size), rng)
+    min_size = _default_min_size(len(dataset), k, min_size)
+    return dirichlet_split(_keys(dataset, "label"), k, alpha, min_size, rng)
 
 
 @register_partitioner("attribute")

@@ -63,7 +63,7 @@ def _load_split(
     "cifar10",
     folder="cifar10_jpg",
     files=("test",),
-    how_to_get="put CIFAR-10 class folders test/<class>/*.jpg and train_subset/ (or train/) in <data dir>/cifar10_jpg",
+    how_to_get="put class folders test/<class>/*.jpg and train_subset/ (or train/) in <data dir>/cifar10_jpg",
     sizes=_sizes,
     description="CIFAR-10 (JPEG q75 re-encode), 3x32x32",
 )

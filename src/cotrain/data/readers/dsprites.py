@@ -27,7 +27,8 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = imgs.shape[0]
     if imgs.ndim != 3 or classes.shape != (n, 5) or values.shape != (n, 5):
         raise ValueError(
-            f"{path}: expected imgs (N,64,64), latents (N,5); got {imgs.shape}, {classes.shape}, {values.shape}"
+            f"{path}: expected imgs (N,64,64), latents (N,5); "
+            f"got {imgs.shape}, {classes.shape}, {values.shape}"
         )
     return imgs, classes, values
 

@@ -47,7 +47,9 @@ def decode_images(
     return np.stack(images)
 
 
-def load_image_files(prefix: str, paths: Sequence[Path], size: int | None, *, cache: bool = True) -> np.ndarray:
+def load_image_files(
+    prefix: str, paths: Sequence[Path], size: int | None, *, cache: bool = True
+) -> np.ndarray:
     """:func:`decode_images` (RGB) through the on-disk cache, keyed by the files and ``size``."""
     key = {"size": size, "files": files_fingerprint(paths)}
     return cached_arrays(prefix, key, lambda: {"x": decode_images(paths, size, "RGB")}, enabled=cache)["x"]

@@ -68,7 +68,9 @@ def load_mnist_m(
     labels = labels[keep]
     missing = [p for p in paths if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} image files listed in {root / LABELS} are missing, e.g. {missing[0]}")
+        raise FileNotFoundError(
+            f"{len(missing)} image files listed in {root / LABELS} are missing, e.g. {missing[0]}"
+        )
     images = load_image_files("mnist_m", paths, size, cache=cache)
     x = images_to_tensor(images)
     if grayscale:

@@ -55,7 +55,9 @@ def _split_keys(files: list[str], where: Path) -> tuple[list[str], bool]:
     known |= {f"attr_{a}" for a in attrs} | {f"attr_{a}_test" for a in attrs}
     unknown = sorted(set(files) - known)
     if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; expected x, y, attr_<name>, domain, class_names (+ _test)")
+        raise ValueError(
+            f"{where}: unknown keys {unknown}; expected x, y, attr_<name>, domain, class_names (+ _test)"
+        )
     for key in ("x", "y"):
         if key not in files:
             raise ValueError(f"{where}: missing required array {key!r} (has {sorted(files)})")
@@ -101,7 +103,9 @@ def load_npz(
         return ArrayDataset(
             x=x,
             y=_codes(arrays["y" + suffix], n, f"{path}: y{suffix}"),
-            attributes={a: _codes(arrays[f"attr_{a}{suffix}"], n, f"{path}: attr_{a}{suffix}") for a in attrs},
+            attributes={
+                a: _codes(arrays[f"attr_{a}{suffix}"], n, f"{path}: attr_{a}{suffix}") for a in attrs
+            },
             domain=None if dom is None else _codes(dom, n, f"{path}: domain{suffix}"),
             name=name,
             class_names=class_names,
@@ -111,7 +115,9 @@ def load_npz(
     if has_test:
         test = build("_test")
         if test.input_shape != train.input_shape:
-            raise ValueError(f"{path}: x_test samples have shape {test.input_shape}, x has {train.input_shape}")
+            raise ValueError(
+                f"{path}: x_test samples have shape {test.input_shape}, x has {train.input_shape}"
+            )
         num_classes = max(train.num_classes, test.num_classes, len(class_names or []))
         train.num_classes = test.num_classes = num_classes
         return DatasetSplits(train=train, test=test)

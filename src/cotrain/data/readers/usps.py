@@ -43,7 +43,8 @@ def load_usps(root: Path, *, size: int | None = None) -> DatasetSplits:
             target = np.asarray(f[split]["target"][:])
             if data.ndim != 2 or data.shape[1] != 256 or target.shape != (data.shape[0],):
                 raise ValueError(
-                    f"{root / FILE}: {split} data {data.shape} / target {target.shape}, expected (N, 256) / (N,)"
+                    f"{root / FILE}: {split} data {data.shape} / target {target.shape}, "
+                    "expected (N, 256) / (N,)"
                 )
             x = torch.from_numpy(data.reshape(-1, 1, 16, 16)).clamp_(0.0, 1.0)
             if size is not None and size != 16:
