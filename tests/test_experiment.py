@@ -141,3 +141,13 @@ def test_the_real_demo_reaches_ninety_percent(tmp_path: Path):
     result = run_experiment(with_overrides(demo_config(), {"run.output_dir": str(tmp_path)}))
     assert result.summary["participants"] == 10 and result.summary["model"] == "small_cnn"
     assert result.summary["final_test_accuracy"] >= 0.90
+
+
+def test_flower_runtime_without_flower_installed_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "flwr" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"^run\.runtime: 'flower-simulation' needs Flower"):
+        run_experiment(tiny(tmp_path, run={"runtime": "flower-simulation"}))
+    assert not (tmp_path / "runs").exists()

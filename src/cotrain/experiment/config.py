@@ -20,6 +20,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cotrain.experiment.errors import ConfigError, format_validation_error
+from cotrain.experiment.audit_hook import AuditSection
 from cotrain.experiment.fada_method import FadaSection
 from cotrain.experiment.split_method import SplitSection
 
@@ -52,13 +53,9 @@ def _known_datasets() -> list[str]:
 
 
 def _known_partitioners() -> list[str]:
-    import cotrain.data as data
+    from cotrain.data import available_partitioners
 
-    for attr in ("available_partitioners", "partitioner_names", "partition_names"):
-        fn = getattr(data, attr, None)
-        if fn is not None:
-            return sorted(fn())
-    return []
+    return available_partitioners()
 
 
 def _known_aggregators() -> list[str]:
@@ -112,8 +109,7 @@ class DataSection(Section):
     @field_validator("partition")
     @classmethod
     def _known_partition(cls, v: str) -> str:
-        known = _known_partitioners()
-        return _check_name("partitioner", v, lambda: known) if known else v
+        return _check_name("partitioner", v, _known_partitioners)
 
 
 class ModelSection(Section):
@@ -170,6 +166,7 @@ class ExperimentConfig(Section):
     fedavg: FedAvgSection = Field(default_factory=FedAvgSection)
     split: SplitSection = Field(default_factory=SplitSection)
     fada: FadaSection = Field(default_factory=FadaSection)
+    audit: AuditSection = Field(default_factory=AuditSection)
 
     @model_validator(mode="after")
     def _fits_together(self) -> "ExperimentConfig":

@@ -14,6 +14,7 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 
 from cotrain.data.base import ArrayDataset
+from cotrain.experiment.audit_hook import audit_observers, finish_audit
 from cotrain.experiment.config import ExperimentConfig
 from cotrain.experiment.errors import ConfigError
 from cotrain.experiment.methods import Method, MethodOutcome, RunContext, RoundJSON, register_method
@@ -66,6 +67,15 @@ def prepare_data(cfg: ExperimentConfig) -> ExperimentData:
     return data
 
 
+def require_flower(runtime: str) -> None:
+    """:class:`ConfigError` on ``run.runtime`` when Flower is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("flwr") is None:
+        raise ConfigError(f"run.runtime: {runtime!r} needs Flower, which is not installed "
+                          "(pip install 'cotrain[flower]'); or use runtime = \"inprocess\"", key="run.runtime")
+
+
 def record_json(record: RoundRecord | dict[str, Any]) -> RoundJSON:
     """A round record (a :class:`RoundRecord` or a dict from another runtime) as JSON-ready data."""
     d = record.to_json() if isinstance(record, RoundRecord) else dict(record)
@@ -81,6 +91,8 @@ class FedAvg(Method):
         super().__init__(cfg)
         f = cfg.fedavg
         self.settings = under_key("fedavg", lambda: FedAvgSettings(**f.model_dump()))
+        if cfg.run.runtime != "inprocess":
+            require_flower(cfg.run.runtime)
         self.data = prepare_data(cfg)
         self.model = under_key("model.options", lambda: build_global_model(cfg, self.data))
         self.participants = ({participant_id(i): build_fedavg_participant(cfg, i, self.data)
@@ -99,18 +111,22 @@ class FedAvg(Method):
 
     def run(self, ctx: RunContext) -> MethodOutcome:
         runtime = self.cfg.run.runtime
+        audit_summary: dict[str, Any] = {}
         if runtime == "inprocess":
             grid = InProcessGrid(self.participants)
+            observers = audit_observers(self.cfg, self.participants, self.data.splits.test)
             history = run_fedavg(grid, self.model, self.settings, seed=self.cfg.run.seed, evaluate=self._evaluate,
-                                 on_round=lambda r: ctx.on_round(record_json(r)))
+                                 on_round=lambda r: ctx.on_round(record_json(r)), observers=observers)
             records = [record_json(r) for r in history]
             ledger, state = grid.ledger, model_state(self.model)
+            audit_summary = finish_audit(ctx, observers)
         else:
             records, ledger, state = self._run_flower(ctx.run_dir / "flower")
             for r in records:
                 ctx.on_round(r)
         return MethodOutcome(history=records, ledger=ledger, model_state=state,
-                             summary={"upload": self.cfg.fedavg.upload, "aggregator": self.cfg.fedavg.aggregator},
+                             summary={"upload": self.cfg.fedavg.upload, "aggregator": self.cfg.fedavg.aggregator,
+                                      **audit_summary},
                              participant_rows=self.participant_rows(records))
 
     def _run_flower(self, workdir: Path) -> tuple[list[RoundJSON], Ledger, dict]:
