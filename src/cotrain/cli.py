@@ -76,7 +76,16 @@ def result_table(summary: dict[str, Any]) -> Table:
             ("seconds", f"{summary.get('seconds', 0):.1f}")]
     for k, v in rows:
         table.add_row(k, v)
+    for k, v in summary.items():  # what a method or a hook added (e.g. the audit's success rate)
+        if k not in _STANDARD_KEYS and isinstance(v, (int, float, str, bool)):
+            table.add_row(k.replace("_", " "), _fmt(v))
     return table
+
+
+_STANDARD_KEYS = {"name", "run_dir", "method", "runtime", "seed", "dataset", "model", "model_parameters",
+                  "participants", "rounds", "final_test_accuracy", "final_test_loss", "best_test_accuracy",
+                  "bytes_up", "bytes_down", "bytes_total", "bytes_by_payload", "messages", "privacy_releases",
+                  "seconds", "started", "cotrain_version", "torch_version", "python"}
 
 
 def _run_with_progress(cfg: Any, *, quiet: bool = False) -> dict[str, Any]:
