@@ -107,9 +107,12 @@ def test_demo_quick_runs(tmp_path: Path):
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "mnist").is_dir(), reason="../shared/data/mnist is not present")
-def test_datasets_lists_mnist_found(tmp_path: Path):
-    result = runner.invoke(app, ["datasets", "--data-dir", str(SHARED_DATA)], env={"COLUMNS": "200"})
+def test_datasets_lists_mnist_found(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(SHARED_DATA.parent.parent / Path(__file__).resolve().parents[1].name)  # ../shared/data from here
+    monkeypatch.delenv("COTRAIN_DATA", raising=False)
+    result = runner.invoke(app, ["datasets"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
+    assert str(SHARED_DATA) in result.output
     row = next(line for line in result.output.splitlines() if " mnist " in line)
     assert "yes" in row and "60,000" in row and "10,000" in row
 

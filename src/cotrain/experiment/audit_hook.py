@@ -1,9 +1,8 @@
 """The ``[audit]`` section of a FedSGD run: attack chosen uploads, score them, add a leakage section.
 
-Wiring (two lines in the experiment layer): ``audit: AuditSection | None = None`` on
-``ExperimentConfig``, and in the FedAvg method
-``observer = AuditObserver(cfg.audit, aux, truth)``; ``run_fedavg(..., observers=[observer])``;
-``add_leakage_section(ctx.report, observer, ctx.run_dir)``.
+Wiring (additive lines in the experiment layer): the ``audit`` field of ``ExperimentConfig``,
+and in the FedAvg method ``observers = audit_observers(cfg, participants, aux)``,
+``run_fedavg(..., observers=observers)``, then ``finish_audit(ctx, observers)``.
 
 The observer is the curious server: the attack gets the upload, the shared model and the server's
 auxiliary data (the experiment's held-out split). ``truth(pid)`` — the participant's last batch,
@@ -35,6 +34,7 @@ class AuditSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
+    enabled: bool = False
     rounds: list[int] = Field(default_factory=lambda: [1])
     participants: list[str] = Field(default_factory=list, description="empty: every sampled participant")
     attribute: str | None = None
@@ -131,3 +131,36 @@ def add_leakage_section(report: Any, observer: AuditObserver, run_dir: Path) -> 
     if png is not None:
         report.add_image("Leakage: features by attribute", png,
                          caption="t-SNE of true (dots) and reconstructed (crosses) features")
+
+
+def audit_observers(cfg: Any, participants: dict[str, Any], aux: ArrayDataset) -> list[AuditObserver]:
+    """The observers of an in-process FedSGD run (empty unless ``[audit] enabled = true``).
+
+    ``aux`` is the server's own data (the experiment's held-out split); the truth of a participant's
+    upload is its last mini-batch, read from the participant object for scoring only.
+    """
+    section: AuditSection = cfg.audit
+    if not section.enabled:
+        return []
+    if cfg.fedavg.upload != "gradient":
+        raise ValueError("audit: the gradient audit reads FedSGD uploads; set [fedavg] upload = \"gradient\"")
+
+    def truth(pid: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        p = participants[pid]
+        idx = p.last_batch_indices
+        return p.train_data.x[idx], p.train_data.y[idx], {k: v[idx] for k, v in p.train_data.attributes.items()}
+
+    return [AuditObserver(section, aux, truth, seed=int(cfg.run.seed))]
+
+
+def finish_audit(ctx: Any, observers: list[AuditObserver]) -> dict[str, Any]:
+    """Add the leakage sections to the report; return summary keys (mean success / attribute accuracy)."""
+    out: dict[str, Any] = {}
+    for obs in observers:
+        add_leakage_section(ctx.report, obs, ctx.run_dir)
+        if obs.rows:
+            out["audit_success_rate_embedding"] = float(np.mean([r["success_rate_embedding"] for r in obs.rows]))
+            acc = [r["attribute_accuracy"] for r in obs.rows if "attribute_accuracy" in r]
+            if acc:
+                out["audit_attribute_accuracy"] = float(np.mean(acc))
+    return out
