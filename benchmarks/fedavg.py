@@ -37,7 +37,8 @@ def make_config(args) -> ExperimentConfig:
                  "partition_options": {"alpha": 0.5},
                  **({"max_train_samples": 6000, "max_test_samples": 2000} if args.quick else {})},
         "model": {"name": "small_cnn", "options": {"width": 32}},
-        "fedavg": {"rounds": 3 if args.quick else args.rounds, "local_steps": args.local_steps, "batch_size": 32,
+        "fedavg": {"rounds": 3 if args.quick else args.rounds,
+                   "local_steps": min(args.local_steps, 10) if args.quick else args.local_steps, "batch_size": 32,
                    "lr": args.lr, "momentum": 0.9},
     })
 
