@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from cotrain.cli import app
 
 runner = CliRunner()
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
 
 TINY = """
 [run]
@@ -108,7 +109,7 @@ def test_demo_quick_runs(tmp_path: Path):
 
 @pytest.mark.skipif(not (SHARED_DATA / "mnist").is_dir(), reason="../shared/data/mnist is not present")
 def test_datasets_lists_mnist_found(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.chdir(SHARED_DATA.parent.parent / Path(__file__).resolve().parents[1].name)  # ../shared/data from here
+    monkeypatch.chdir(REPO)  # the default data directory is ../shared/data from the working directory
     monkeypatch.delenv("COTRAIN_DATA", raising=False)
     result = runner.invoke(app, ["datasets"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
