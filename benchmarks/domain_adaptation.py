@@ -13,6 +13,17 @@ All images are 28x28, scaled to [-1, 1]; tasks involving MNIST-M use 3 channels 
     python benchmarks/domain_adaptation.py --data-dir ../shared/data --json out.json [--quick]
 
 Writes ``{"results": [{"task", "method", "seed", "target_accuracy"}]}``.
+
+Every method uses ADDA's LeNet (``adda_lenet``, no dropout) and mini-batches of ``--batch``:
+source_only / target_supervised train ``--pretrain-steps`` Adam steps (1e-3) on the pooled source /
+the labelled target data; fedavg_sources runs FADA's step 1 alone (``--pretrain-rounds`` FedAvg
+rounds over the source nodes, ``--pretrain-steps`` steps per node in all); fada_* continue from that
+model for ``--rounds`` rounds; adda_centralised continues from source_only for ``--adda-steps``.
+The run reported in docs/domain_adaptation.md, on 2 shared CPU cores, was::
+
+    nice -n 10 python benchmarks/domain_adaptation.py --data-dir ../shared/data \
+        --json bench_out/domain_adaptation.json --n-source 1000 --n-target 1000 --n-test 2000 \
+        --batch 32 --pretrain-steps 300 --pretrain-rounds 3 --rounds 40 --adda-steps 300
 """
 
 from __future__ import annotations
