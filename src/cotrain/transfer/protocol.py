@@ -12,11 +12,14 @@ of G, T and D only. Per round r:
 3. each source trains D_s := D_all with G_s, T_s frozen on its features (label "source"); the target
    trains D_t := D_all with G frozen on its features (label "target");
 4. ``D_all = 1/2 sum_s (n_s / sum n) D_s + 1/2 D_t``: both domains weigh the same, as in the pooled
-   loss of ADDA eq. 7; D_all is sent to every source;
+   loss of ADDA eq. 7; D_all is sent to every source. Steps 3-4 repeat ``discriminator_exchanges``
+   times; with ``discriminator_server_lr`` the aggregate is a FedAdam step rather than the average;
 5. each source holds D_all fixed and retrains G_s, T_s on ``CE + lambda * L_conf(D_all(G_s(x_s)), "target")``,
    starting from the aggregates G, T when ``sync_sources`` (the FedAvg step that keeps averaging of
    several sources meaningful; with one source and no target G it changes nothing).
 
+With ``target_encoder`` the target also trains its own G_t against D_all and T (ADDA's target step,
+``-log sigmoid(D_all(G_t(x_t)))``) alongside step 5; G_t enters the next step 2.
 After the last round the target holds ``G = aggregate(G_s [, G_t])`` and ``T = aggregate(T_s)``.
 
 Two topologies, one code path. The grid is server-centric, so the aggregating party is the server:
