@@ -227,7 +227,8 @@ def write(args: argparse.Namespace, rows: list[dict], extras: list[dict], formul
 def _row(dataset: str, agents: int, method: str, out: dict, cm) -> dict:
     per_epoch = out["bytes"]
     return {"dataset": dataset, "agents": agents, "method": method, "test_accuracy": out["test_accuracy"],
-            "bytes_per_epoch": sum(per_epoch) / len(per_epoch),
+            "bytes_per_epoch": (sum(per_epoch) // len(per_epoch) if sum(per_epoch) % len(per_epoch) == 0
+                                        else sum(per_epoch) / len(per_epoch)),
             "formula_bytes_per_epoch": method_bytes(method, cm, agents),
             "seconds_per_epoch": out["seconds_per_epoch"]}
 
