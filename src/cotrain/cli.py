@@ -151,6 +151,22 @@ def run(
     show_result(summary)
 
 
+@app.command()
+def audit(
+    run_dir: Path = typer.Argument(..., help="A saved FedSGD run folder (holds config.toml)."),
+    rounds: Optional[list[int]] = typer.Option(None, "--round", help="Round to audit (repeatable; default: [audit] rounds)."),
+    attribute: Optional[str] = typer.Option(None, "--attribute", help="Private attribute to infer."),
+    quiet: bool = Quiet,
+) -> None:
+    """Gradient audit of a saved run: replay it (same seed, same uploads) with a curious server."""
+    from cotrain.experiment.audit_hook import audit_config_for
+
+    with input_errors():
+        cfg = audit_config_for(run_dir, rounds=rounds, attribute=attribute)
+        summary = _run_with_progress(cfg, quiet=quiet)
+    show_result(summary)
+
+
 def show_result(summary: dict[str, Any]) -> None:
     """The result table, then where the run folder and its report are (never cut short)."""
     console.print(result_table(summary))

@@ -164,3 +164,29 @@ def finish_audit(ctx: Any, observers: list[AuditObserver]) -> dict[str, Any]:
             if acc:
                 out["audit_attribute_accuracy"] = float(np.mean(acc))
     return out
+
+
+def audit_config_for(run_dir: Path, *, rounds: list[int] | None = None, attribute: str | None = None,
+                     participants: list[str] | None = None) -> Any:
+    """The config of ``cotrain audit RUN_DIR``: the saved run's config, replayed with ``[audit]`` on.
+
+    Uploads are not stored in a run folder; a run is a function of its config and seed, so
+    replaying it re-creates exactly the uploads the server received, and the curious server
+    observes them. The replay is written beside the original as ``<name>-audit``.
+    """
+    from cotrain.experiment.config import load_config, with_overrides
+    from cotrain.experiment.errors import ConfigError
+
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: not a run folder (no config.toml)", key="run_dir")
+    cfg = load_config(path)
+    overrides: dict[str, Any] = {"audit.enabled": True, "run.name": f"{cfg.run.name}-audit",
+                                 "run.output_dir": str(Path(run_dir).resolve().parent)}
+    if rounds:
+        overrides["audit.rounds"] = list(rounds)
+    if attribute:
+        overrides["audit.attribute"] = attribute
+    if participants:
+        overrides["audit.participants"] = list(participants)
+    return with_overrides(cfg, overrides)
