@@ -18,3 +18,15 @@ def test_observer_attacks_chosen_round_and_scores(tiny_dataset):
     assert obs.rows == []
     obs(2, {"p0": TrainResult(grads, "gradient", 50, 4, 0.0)}, model)
     assert len(obs.rows) == 1 and 0.0 <= obs.rows[0]["attribute_accuracy"] <= 1.0
+
+
+def test_audit_config_for_saved_run(tmp_path):
+    from cotrain.experiment.audit_hook import audit_config_for
+    from cotrain.experiment.config import demo_config, save_config, with_overrides
+
+    run = tmp_path / "demo"
+    run.mkdir()
+    save_config(with_overrides(demo_config(quick=True), {"fedavg.upload": "gradient"}), run / "config.toml")
+    cfg = audit_config_for(run, rounds=[2], attribute="marker")
+    assert cfg.audit.enabled and cfg.audit.rounds == [2] and cfg.audit.attribute == "marker"
+    assert cfg.run.name == "demo-audit" and cfg.run.output_dir == str(tmp_path.resolve())
