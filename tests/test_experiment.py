@@ -151,3 +151,9 @@ def test_flower_runtime_without_flower_installed_is_a_config_error(tmp_path: Pat
     with pytest.raises(ConfigError, match=r"^run\.runtime: 'flower-simulation' needs Flower"):
         run_experiment(tiny(tmp_path, run={"runtime": "flower-simulation"}))
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_audit_of_a_fedavg_run_fails_before_training(tmp_path: Path):
+    with pytest.raises(ConfigError, match=r"^audit\.enabled: the gradient audit reads FedSGD uploads"):
+        run_experiment(tiny(tmp_path, audit={"enabled": True}))
+    assert not (tmp_path / "runs").exists()

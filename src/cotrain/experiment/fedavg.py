@@ -45,6 +45,8 @@ def under_key(key: str, build: Callable[[], T], *, by_topic: dict[str, str] | No
     except (ValueError, TypeError, KeyError) as exc:
         text = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
         key = next((k for word, k in (by_topic or {}).items() if word in text), key)
+        prefix = key.split(".")[0] + ": "
+        text = text[len(prefix):] if text.startswith(prefix) else text  # "audit: ..." under audit.enabled
         raise ConfigError(f"{key}: {text}", key=key) from exc
 
 
@@ -98,6 +100,11 @@ class FedAvg(Method):
         self.participants = ({participant_id(i): build_fedavg_participant(cfg, i, self.data)
                               for i in range(len(self.data.parts))}
                              if cfg.run.runtime == "inprocess" else {})
+        if cfg.audit.enabled and cfg.run.runtime != "inprocess":
+            raise ConfigError("audit.enabled: the gradient audit runs on the in-process runtime "
+                              "(set run.runtime = \"inprocess\")", key="audit.enabled")
+        # the curious server's observers: built now, so a FedAvg (not FedSGD) run with an audit fails early
+        self.observers = under_key("audit.enabled", lambda: audit_observers(cfg, self.participants, self.data.splits.test))
 
     @property
     def total_rounds(self) -> int:
@@ -114,7 +121,7 @@ class FedAvg(Method):
         audit_summary: dict[str, Any] = {}
         if runtime == "inprocess":
             grid = InProcessGrid(self.participants)
-            observers = audit_observers(self.cfg, self.participants, self.data.splits.test)
+            observers = self.observers
             history = run_fedavg(grid, self.model, self.settings, seed=self.cfg.run.seed, evaluate=self._evaluate,
                                  on_round=lambda r: ctx.on_round(record_json(r)), observers=observers)
             records = [record_json(r) for r in history]
