@@ -59,6 +59,9 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--leakage-samples", type=int, default=1000, help="activations scored, and auxiliary samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--process-timing", type=int, default=0, metavar="K",
+                   help="also time one epoch of sl and sflv2 with the centre and K agents as separate processes "
+                        "(MNIST, --train-samples samples)")
     args = p.parse_args()
     if args.quick:
         args.epochs, args.train_samples, args.test_samples, args.leakage_samples = 1, 1000, 500, 300
@@ -137,6 +140,36 @@ def round_trip(repeats: int) -> dict:
             "p90_ms": ms[int(0.9 * (len(ms) - 1))], "min_ms": ms[0], "goal_ms": 5.0}
 
 
+def _process_agent(pid: str, k: int, agents: int, args: argparse.Namespace) -> SplitAgent:
+    train = subsample(load_dataset("mnist", data_dir=args.data_dir).train, args.train_samples, args.seed,
+                      "mnist-train")
+    shard = train.subset(partition("iid", train, agents, seed=args.seed)[k])
+    return SplitAgent(pid, model_factory=functools.partial(
+        build_model, MODEL["name"], input_shape=train.input_shape, num_classes=10, seed=args.seed,
+        width=MODEL["width"]), train_data=shard, seed=args.seed, cut=CUT)
+
+
+def _process_centre(grid, variant: str, args: argparse.Namespace) -> dict:
+    model = build_model(MODEL["name"], input_shape=(1, 28, 28), num_classes=10, seed=args.seed, width=MODEL["width"])
+    settings = SplitSettings(variant=variant, cut=CUT, epochs=2, batch_size=args.batch_size, lr=args.lr)
+    _, record = run_split(grid, model, settings, seed=args.seed)  # the second epoch: no first-call costs
+    return {"seconds": record.seconds, "bytes": record.bytes}
+
+
+def process_timing(agents: int, args: argparse.Namespace) -> list[dict]:
+    """Wall-clock seconds of the second of two epochs, centre and agents in separate processes (one thread each)."""
+    out = []
+    for method in ("sl", "sflv2"):
+        factories = {f"agent{k:02d}": functools.partial(_process_agent, f"agent{k:02d}", k, agents, args)
+                     for k in range(agents)}
+        res = launch(functools.partial(_process_centre, variant=VARIANT[method], args=args), factories,
+                     timeout=580, threads=1)
+        out.append({"method": method, "agents": agents, "processes": agents + 1, "train_samples": args.train_samples,
+                    "seconds_per_epoch": res["seconds"], "bytes_per_epoch": res["bytes"]})
+        print(f"processes: mnist K={agents} {method:6s} {res['seconds']:.2f} s/epoch, {res['bytes']} bytes", flush=True)
+    return out
+
+
 def crossover_plot(rows: list[dict], formulas: dict[str, dict], path: Path) -> None:
     import matplotlib
 
@@ -200,6 +233,8 @@ def main() -> None:
             extras.append(_extra(rows[-1], out))
             _say(rows[-1], extras[-1])
             write(args, rows, extras, formulas, None)
+    if args.process_timing:
+        extras.append({"process_timing": process_timing(args.process_timing, args)})
     latency = round_trip(50 if args.quick else 300)
     print(f"round trip 64x1024 float32 over torch.distributed.rpc: median {latency['median_ms']:.2f} ms, "
           f"p90 {latency['p90_ms']:.2f} ms, min {latency['min_ms']:.2f} ms", flush=True)

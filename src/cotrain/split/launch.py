@@ -34,12 +34,20 @@ def free_port(address: str = "127.0.0.1") -> int:
 def _agent_main(factory: Callable[[], Participant], rank: int, world_size: int, address: str, port: int,
                 timeout: float, threads: int) -> None:
     torch.set_num_threads(threads)
+    _warm_up()
     serve(factory(), rank=rank, world_size=world_size, address=address, port=port, timeout=timeout)
+
+
+def _warm_up() -> None:
+    """Pay torch's lazy imports (the first optimiser costs seconds) before serving, not in the first message."""
+    w = torch.zeros(1, requires_grad=True)
+    torch.optim.SGD([w], lr=0.1).step()
 
 
 def _centre_main(centre: Callable[[RpcGrid], Any], world_size: int, address: str, port: int, timeout: float,
                  threads: int, results: Any) -> None:
     torch.set_num_threads(threads)
+    _warm_up()
     try:
         with RpcGrid(world_size=world_size, address=address, port=port, timeout=timeout) as grid:
             out = centre(grid)
