@@ -13,7 +13,7 @@ from cotrain.cli import app
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
 
 TINY = """
 [run]
