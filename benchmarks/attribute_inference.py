@@ -54,7 +54,7 @@ def run_dataset(name: str, args) -> list[dict]:
     prior = auxiliary_prior(model, x_aux, y_aux)
     probs = class_probability_matrix(model, x_aux, y_aux, train.num_classes)
     majority = int(np.bincount(a_aux.numpy()).argmax())
-    limit = 4.0 if quick else 60.0
+    limit = 4.0 if quick else 30.0
     rows = []
     for b in ([64] if quick else [64, 512]):
         idx = torch.randperm(len(test), generator=gen)[:b]
@@ -67,7 +67,7 @@ def run_dataset(name: str, args) -> list[dict]:
         found["majority"] = (attribute_accuracy(np.full(b, majority), a),
                              proportion_error(np.eye(num_values)[majority], a, num_values), 0.0)
         for method, settings in (("feature_reconstruction", ReconstructionSettings(steps=3000, time_limit=limit)),
-                                 ("auxiliary_prior", ReconstructionSettings(steps=0))):
+                                 ("auxiliary_prior", ReconstructionSettings(steps=0, head_solve=False))):
             t0 = time.perf_counter()
             rec = reconstruct_features(model, upload, prior=prior, settings=settings, class_probs=probs)
             inf = classifier.infer(rec.embeddings)

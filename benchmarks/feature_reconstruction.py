@@ -37,10 +37,10 @@ def run(args, partial=None) -> dict:
     quick = args.quick
     data, _ = common.load(args.dataset, args.data_dir)
     train, test = data.train, data.test
-    sizes = [1, 8] if quick else [1, 8, 32, 128, 256, 512]
-    steps = {"early": 20, "late": 100 if quick else 600}
+    sizes = [1, 8] if quick else [int(v) for v in args.sizes.split(",")]
+    steps = {"early": 20, "late": 100 if quick else 300}
     limit = args.time_limit if args.time_limit else (3.0 if quick else 60.0)
-    base_limit = limit / 2 if quick else 20.0
+    base_limit = limit / 2 if quick else 15.0
     models = common.train_checkpoints(args.model, train, sorted(steps.values()), seed=args.seed, width=args.width)
     gen = torch.Generator().manual_seed(args.seed)
     aux_idx = torch.randperm(len(train), generator=gen)[:2000]
@@ -65,7 +65,7 @@ def run(args, partial=None) -> dict:
             ratio = {"block_input": eq / unk, "embedding": eq / (b * d)}
             methods = {
                 "feature_reconstruction": ReconstructionSettings(steps=3000, time_limit=limit, seed=args.seed),
-                "auxiliary_prior": ReconstructionSettings(steps=0, seed=args.seed),
+                "auxiliary_prior": ReconstructionSettings(steps=0, head_solve=False, exact_batch_one=False, seed=args.seed),
                 "feature_reconstruction_patent": ReconstructionSettings.patent(steps=5000, time_limit=base_limit,
                                                                                seed=args.seed),
             }
@@ -132,6 +132,7 @@ def main() -> None:
     p.add_argument("--dataset", default="mnist", choices=sorted(common.TASKS))
     p.add_argument("--model", default="small_cnn", choices=["small_cnn", "resnet"])
     p.add_argument("--width", type=int, default=16)
+    p.add_argument("--sizes", default="1,8,32,128,256,512", help="batch sizes (full run)")
     p.add_argument("--time-limit", type=float, default=None, help="seconds per reconstruction (default 60, quick 8)")
     args = p.parse_args()
     if args.quick and args.dataset == "mnist":

@@ -22,8 +22,9 @@ steps. Improvements here (each switchable, measured in ``docs/audit.md``):
   features are non-negative (outputs of a ReLU / max-pool);
 * ``exact_batch_one``: for ``B = 1``, ``E(X)`` is read exactly from the head's gradient
   (``dW[k] / db[k]``) and ``anchor_weight * d(E, f_{n+1}(X_hat))`` is added to the objective;
-* ``head_solve``: for ``B > 1``, ``E(X)`` is first solved from the head's gradient alone
-  (:mod:`cotrain.audit.head_solve`, exact in principle when ``B <= K``), used as the anchor of the
+* ``head_solve``: for ``1 < B <= K`` (where the head's ``K d`` equations can determine the ``B d``
+  unknowns), ``E(X)`` is first solved from the head's gradient alone
+  (:mod:`cotrain.audit.head_solve`), used as the anchor of the
   ``X`` optimisation, and reported as ``E(X)`` when its head residual is the lower one;
 * ``relative_lr``: the Adam step is ``lr * std(auxiliary block inputs)``, so one setting fits
   features of any scale; restarts keep the lowest objective; a time limit bounds the cost.
@@ -209,7 +210,8 @@ def reconstruct_features(model: BlockModel, upload: ObservedUpload, *, prior: Au
         last.train()
     linear_head = isinstance(head, nn.Linear)
     solved = None
-    if anchor is None and settings.head_solve and linear_head and not soft and b > 1 and prior is not None:
+    if (anchor is None and settings.head_solve and linear_head and not soft and 1 < b <= num_classes
+            and prior is not None):
         init0 = _initial_features(prior, labels, shape, settings, torch_generator(settings.seed, "reconstruct", 0))
         with torch.no_grad():
             e0 = last(init0).reshape(b, -1)
