@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from _common import environment  # noqa: F401  (re-exported for the audit benchmarks)
+from _common import parser as common_parser
 
 from cotrain.data import load_dataset
 from cotrain.data.base import ArrayDataset, DatasetSplits
@@ -28,13 +28,9 @@ TASKS: dict[str, tuple[dict[str, Any], str]] = {
 
 
 def parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
-    default_dir = os.environ.get("COTRAIN_DATA", str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
-    p.add_argument("--data-dir", default=default_dir, help="real data sets (default: $COTRAIN_DATA or ../shared/data)")
-    p.add_argument("--json", default=None, help="write the results here as JSON (a PNG is written beside it)")
-    p.add_argument("--quick", action="store_true", help="a reduced run of about a minute")
+    """The common benchmark arguments (``--data-dir``, ``--json``, ``--quick``, ``--threads``) and ``--seed``."""
+    p = common_parser(description)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return p
 
 
@@ -68,12 +64,6 @@ def train_checkpoints(model_name: str, data: ArrayDataset, steps: list[int], *, 
 def accuracy(model: BlockModel, data: ArrayDataset, n: int = 1000) -> float:
     model.eval()
     return float((model(data.x[:n]).argmax(1) == data.y[:n]).float().mean())
-
-
-def environment() -> dict[str, Any]:
-    return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()[0],
-            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def write_outputs(path: str | None, payload: dict[str, Any], default_stem: str) -> Path:
