@@ -22,19 +22,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import environment, parser, setup_threads, write_json  # noqa: E402
 
-from cotrain.experiment.config import ExperimentConfig  # noqa: E402
-from cotrain.experiment.setup import build_fedavg_participant, build_global_model, load_experiment_data  # noqa: E402
-from cotrain.federated import FedAvgSettings, evaluate, run_fedavg  # noqa: E402
-from cotrain.runtime import InProcessGrid  # noqa: E402
+from cotrain.experiment import ExperimentConfig, run_experiment, with_overrides  # noqa: E402
 
 log = logging.getLogger("benchmarks.fedavg")
+RUNTIMES = {"inprocess": "inprocess", "flower_simulation": "flower-simulation",
+            "flower_deployment": "flower-deployment"}
 
 
-def make_config(args) -> ExperimentConfig:
+def make_config(args, output_dir: str) -> ExperimentConfig:
     return ExperimentConfig.model_validate({
-        "run": {"name": "bench-fedavg", "seed": args.seed},
-        "data": {"dataset": "mnist", "data_dir": str(Path(args.data_dir).resolve()), "participants": 10, "partition": "dirichlet",
-                 "partition_options": {"alpha": 0.5},
+        "run": {"name": "bench-fedavg", "seed": args.seed, "output_dir": output_dir, "save_model": False,
+                "threads": args.threads, "timeout_s": 900},
+        "data": {"dataset": "mnist", "data_dir": str(Path(args.data_dir).resolve()), "participants": 10,
+                 "partition": "dirichlet", "partition_options": {"alpha": 0.5},
                  **({"max_train_samples": 6000, "max_test_samples": 2000} if args.quick else {})},
         "model": {"name": "small_cnn", "options": {"width": 32}},
         "fedavg": {"rounds": 3 if args.quick else args.rounds,
@@ -43,44 +43,21 @@ def make_config(args) -> ExperimentConfig:
     })
 
 
-def run_inprocess(cfg: ExperimentConfig) -> list[dict]:
-    data = load_experiment_data(cfg)
-    participants = {}
-    for i in range(cfg.data.participants):
-        p = build_fedavg_participant(cfg, i, data)
-        participants[p.participant_id] = p
-    grid = InProcessGrid(participants)
-    model = build_global_model(cfg, data)
-    f = cfg.fedavg
-    settings = FedAvgSettings(rounds=f.rounds, local_steps=f.local_steps, batch_size=f.batch_size, lr=f.lr,
-                              momentum=f.momentum)
-
-    def on_round(r):
-        log.info("round %d: test accuracy %.4f (%.1f s)", r.round, r.test_accuracy, r.seconds)
-
-    history = run_fedavg(grid, model, settings, seed=cfg.run.seed, evaluate=lambda m: evaluate(m, data.splits.test),
-                         on_round=on_round)
-    return [{"round": r.round, "test_accuracy": r.test_accuracy, "seconds": r.seconds, "bytes_up": r.bytes_up,
-             "bytes_down": r.bytes_down} for r in history]
+def log_round(done: int, total: int, record) -> None:
+    if record is not None:
+        log.info("round %d/%d: test accuracy %.4f (%.1f s)", done, total, record["test_accuracy"], record["seconds"])
 
 
 def time_flower(cfg: ExperimentConfig, engine: str, rounds: int) -> float | None:
     """Seconds per round of the same experiment on a Flower engine (None, with the reason logged, if it fails)."""
-    from cotrain.runtime.flower import launch
-
-    small = cfg.model_copy(deep=True)
-    small.fedavg.rounds = rounds
-    with tempfile.TemporaryDirectory() as work:
-        t0 = time.perf_counter()
-        try:
-            if engine == "flower_simulation":
-                launch.run_flower_simulation(small, workdir=Path(work))
-            else:
-                launch.run_flower_deployment(small, workdir=Path(work), timeout_s=900)
-        except Exception:  # a benchmark reports what failed rather than dying
-            log.error("%s failed:\n%s", engine, traceback.format_exc())
-            return None
-        return (time.perf_counter() - t0) / rounds
+    t0 = time.perf_counter()
+    try:
+        run_experiment(with_overrides(cfg, {"run.runtime": RUNTIMES[engine], "fedavg.rounds": rounds,
+                                            "run.name": engine}))
+    except Exception:  # a benchmark reports what failed rather than dying
+        log.error("%s failed:\n%s", engine, traceback.format_exc())
+        return None
+    return (time.perf_counter() - t0) / rounds
 
 
 def main() -> None:
@@ -93,19 +70,22 @@ def main() -> None:
     p.add_argument("--engines", default="inprocess,flower_simulation,flower_deployment")
     args = p.parse_args()
     setup_threads(args)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = make_config(args)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)  # our progress only, not every library's INFO lines
     engines = args.engines.split(",")
-    rounds = run_inprocess(cfg)
-    seconds = {"inprocess": sum(r["seconds"] for r in rounds) / len(rounds)}
-    flower_rounds = 1 if args.quick else args.flower_rounds
-    for engine in ("flower_simulation", "flower_deployment"):
-        seconds[engine] = time_flower(cfg, engine, flower_rounds) if engine in engines else None
+    with tempfile.TemporaryDirectory() as runs:
+        cfg = make_config(args, runs)
+        rounds = [{k: r[k] for k in ("round", "test_accuracy", "seconds", "bytes_up", "bytes_down")}
+                  for r in run_experiment(cfg, progress=log_round).history]
+        seconds = {"inprocess": sum(r["seconds"] for r in rounds) / len(rounds)}
+        flower_rounds = 1 if args.quick else args.flower_rounds
+        for engine in ("flower_simulation", "flower_deployment"):
+            seconds[engine] = time_flower(cfg, engine, flower_rounds) if engine in engines else None
     result = {
         "final_test_accuracy": rounds[-1]["test_accuracy"],
         "rounds": rounds,
         "seconds_per_round": seconds,
-        "config": cfg.model_dump(mode="json"),
+        "config": cfg.model_dump(mode="json", exclude={"run": {"output_dir"}}),
         "quick": args.quick,
         "goal": {"final_test_accuracy": 0.98, "within_rounds": 20},
         "environment": environment(),
