@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cotrain.runtime import SERVER, InProcessGrid, Ledger, Message, Participant, PayloadKind, handler
+from cotrain.runtime import SERVER, InProcessGrid, Ledger, Message, Participant, PayloadKind, PrivacySpend, handler
 
 
 class Echo(Participant):
@@ -33,9 +33,11 @@ def test_ledger_counts_exact_bytes_both_directions():
 def test_ledger_jsonl_round_trip(tmp_path):
     grid = InProcessGrid({"a": Echo("a")})
     grid.send_and_receive({"a": Message("double", tensors={"x": torch.zeros(2, dtype=torch.float16)}, values={"n": 0})}, round=1)
+    grid.ledger.record_privacy(PrivacySpend(round=1, party="a", mechanism="gaussian", epsilon=0.5, delta=1e-5))
     grid.ledger.write_jsonl(tmp_path / "ledger.jsonl")
     back = Ledger.read_jsonl(tmp_path / "ledger.jsonl")
     assert back.entries == grid.ledger.entries
+    assert back.privacy == [PrivacySpend(round=1, party="a", mechanism="gaussian", epsilon=0.5, delta=1e-5)]
     assert back.total_bytes() == 4 + 4
 
 
