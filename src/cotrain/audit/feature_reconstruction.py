@@ -180,7 +180,9 @@ def reconstruct_features(model: BlockModel, upload: ObservedUpload, *, prior: Au
     last.train()
     head.train()
     if upload.batch_size is None:
-        raise ValueError("the upload carries no batch size; pass it in ObservedUpload.batch_size")
+        raise ValueError("the upload carries no batch size: set ObservedUpload.batch_size (e.g. from "
+                         "cotrain.audit.batch_size.estimate_batch_size) or call cotrain.audit.api.audit_upload, "
+                         "which estimates it")
     b = int(upload.batch_size)
     if feature_shape is None:
         if prior is None:
