@@ -9,7 +9,9 @@ Methods: ``feature_reconstruction`` (this library's improved method), ``feature_
 (the document's settings), ``auxiliary_prior`` (the improved method's starting point, no gradient
 step: what the server's own data already gives), ``input_reconstruction`` (Inverting Gradients on
 the whole model, then the model's features of the rebuilt inputs). Each row carries the counting
-bound ``equations_per_unknown`` at its level.
+bound ``equations_per_unknown`` at its level, and ``estimated_batch_size``: what the server would
+estimate for B from the same upload and its 2,000 auxiliary samples had the metadata lacked it
+(:func:`cotrain.audit.batch_size.estimate_batch_size`; the reconstructions use the true B).
 
     python benchmarks/feature_reconstruction.py --quick --json benchmarks/results/feature_reconstruction.json
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -26,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _audit_common as common  # noqa: E402
 
 from cotrain.audit.baselines import reconstruct_inputs  # noqa: E402
+from cotrain.audit.batch_size import estimate_batch_size  # noqa: E402
 from cotrain.audit.feature_reconstruction import (ReconstructionSettings, auxiliary_prior,  # noqa: E402
                                                   counting_bound, reconstruct_features)
 from cotrain.audit.labels import class_probability_matrix  # noqa: E402
@@ -58,6 +62,11 @@ def run(args, partial=None) -> dict:
             idx = torch.randperm(len(test), generator=gen)[:b]
             x, y = test.x[idx], test.y[idx]
             upload = simulate_upload(model, x, y)
+            t0 = time.perf_counter()
+            bs = estimate_batch_size(model, replace(upload, batch_size=None), x_aux, y_aux)
+            estimated = {"estimated_batch_size": bs.estimate, "estimated_batch_size_method": bs.method}
+            print(f"{ckpt:5s} B={b:3d} estimated batch size {bs.estimate} ({bs.method}, head rank {bs.head_rank}, "
+                  f"raw {bs.raw:.1f}, {time.perf_counter() - t0:.1f}s)", flush=True)
             with torch.no_grad():
                 true = {"block_input": model.features(x, model.num_blocks - 1), "embedding": model.features(x)}
             eq, unk = counting_bound(model, b, shape)
@@ -79,7 +88,7 @@ def run(args, partial=None) -> dict:
                                     **score_reconstruction(rebuilt, true[level], center[level]), "seconds": seconds,
                                     "equations_per_unknown": ratio[level] if name != "feature_reconstruction_patent"
                                     else eq / (unk + b * train.num_classes),
-                                    "steps": rec.steps, "label_accuracy": labels_ok})
+                                    "steps": rec.steps, "label_accuracy": labels_ok, **estimated})
             t0 = time.perf_counter()
             x_hat, _ = reconstruct_inputs(model, upload, tuple(x.shape[1:]), steps=5000, time_limit=base_limit,
                                           class_probs=probs, seed=args.seed)
@@ -91,7 +100,7 @@ def run(args, partial=None) -> dict:
             for level in ("block_input", "embedding"):
                 results.append({"method": "input_reconstruction", "checkpoint": ckpt, "batch_size": b, "level": level,
                                 **score_reconstruction(rebuilt[level], true[level], center[level]), "seconds": seconds,
-                                "equations_per_unknown": n_params / x_hat.numel()})
+                                "equations_per_unknown": n_params / x_hat.numel(), **estimated})
             for r in results[-8:]:
                 print(f"{r['checkpoint']:5s} B={r['batch_size']:3d} {r['method']:30s} {r['level']:11s} "
                       f"success={r['success_rate']:.3f} cos={r['mean_cosine']:.3f} "
