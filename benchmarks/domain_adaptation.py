@@ -43,6 +43,7 @@ from cotrain.data import load_dataset, to_rgb
 from cotrain.data.base import ArrayDataset
 from cotrain.federated.training import evaluate
 from cotrain.models import build_model
+from cotrain.models.blocks import BlockModel
 from cotrain.seeding import derive_seed, numpy_rng
 from cotrain.transfer import LocalPhase, build_discriminator, feature_dim
 from cotrain.transfer.baselines import adda_centralised, fedavg_sources, pool, train_supervised
@@ -56,27 +57,38 @@ TASKS: dict[str, tuple[tuple[str, ...], str]] = {
     "mnist+usps->mnist_m": (("mnist", "usps"), "mnist_m"),
     "mnist+mnist_m->usps": (("mnist", "mnist_m"), "usps"),
 }
-METHODS = ("source_only", "fedavg_sources", "fada_target", "fada_aggregator", "adda_centralised", "target_supervised")
+METHODS = ("source_only", "fedavg_sources", "fada_target", "fada_aggregator", "fada_target_step5", "adda_centralised",
+           "target_supervised")
+
+
+# ADDA's MNIST<->USPS protocol samples 2,000 MNIST and 1,800 USPS images whichever way the task goes;
+# MNIST-M gets MNIST's number. ``--n-source`` / ``--n-target`` override these per role.
+DOMAIN_SAMPLES = {"mnist": 2000, "usps": 1800, "mnist_m": 2000}
 
 
 @dataclass(frozen=True)
 class Budget:
-    """Data sizes and steps of every method (mini-batches of ``batch``)."""
+    """Data sizes and steps of every method (mini-batches of ``batch``).
 
-    n_source: int = 2000
-    n_target: int = 1800
-    n_test: int = 10000
-    batch: int = 64
-    pretrain_steps: int = 1500       # source_only, target_supervised, and FedAvg steps per source node
-    pretrain_rounds: int = 10        # FedAvg rounds the sources' pretraining is split into (several sources)
-    rounds: int = 100                # FADA adaptation rounds
-    adapt_steps: int = 5             # step 5: source G_s/T_s Adam steps per round
+    ``n_source`` / ``n_target``: images per source domain / of the target (None: ``DOMAIN_SAMPLES``);
+    ``n_test``: target test images (None: the whole test split).
+    """
+
+    n_source: int | None = None
+    n_target: int | None = None
+    n_test: int | None = None
+    batch: int = 32
+    pretrain_steps: int = 1000       # source_only, target_supervised, and FedAvg steps per source node
+    pretrain_rounds: int = 5         # FedAvg rounds the sources' pretraining is split into (several sources)
+    rounds: int = 200                # FADA adaptation rounds
+    adapt_steps: int = 0             # step 5: source G_s/T_s Adam steps per round (0: step 5 off)
     disc_exchanges: int = 5          # steps 3-4 per round: one SGD step (rate 1) per node, then a server Adam step
     disc_server_lr: float = 2e-4
     target_steps: int = 5            # the target's own-encoder Adam steps per round (0: no own G)
-    target_weight: float = 0.9       # its weight in the G aggregate
+    target_weight: float = 0.999     # its weight in the G aggregate
     adv_weight: float = 1.0          # lambda of the target's own-encoder step (ADDA eq. 9)
     source_adv_weight: float = 0.1   # lambda of the sources' step 5
+    step5_steps: int = 5             # fada_target_step5: fada_target with the sources' step 5 on (lambda source_adv_weight)
     sync_sources: bool = False       # sources restart step 5 from the aggregates
     adda_steps: int = 1000
 
@@ -97,8 +109,8 @@ def _load(name: str, data_dir: str | None, channels: int, split_seed: int) -> tu
     return out[0], out[1]
 
 
-def _sample(d: ArrayDataset, n: int, seed: int, *path: str) -> ArrayDataset:
-    if n >= len(d):
+def _sample(d: ArrayDataset, n: int | None, seed: int, *path: str) -> ArrayDataset:
+    if n is None or n >= len(d):
         return d
     return d.subset(numpy_rng(seed, "sample", *path).choice(len(d), size=n, replace=False))
 
@@ -112,8 +124,9 @@ def run_task(task: str, seed: int, methods: tuple[str, ...], budget: Budget, dat
         if (name, channels) not in cache:
             cache[(name, channels)] = _load(name, data_dir, channels, 0)
         return cache[(name, channels)]
-    sources = {f"source_{n}": _sample(get(n)[0], budget.n_source, seed, task, n) for n in source_names}
-    target_train = _sample(get(target_name)[0], budget.n_target, seed, task, "target")
+    sources = {f"source_{n}": _sample(get(n)[0], budget.n_source or DOMAIN_SAMPLES[n], seed, task, n)
+               for n in source_names}
+    target_train = _sample(get(target_name)[0], budget.n_target or DOMAIN_SAMPLES[target_name], seed, task, "target")
     target_test = _sample(get(target_name)[1], budget.n_test, 0, "test", target_name)
     shape = target_test.input_shape
     model = build_model("adda_lenet", input_shape=shape, num_classes=10, seed=derive_seed(seed, "model"), dropout=0.0)
@@ -134,25 +147,44 @@ def run_task(task: str, seed: int, methods: tuple[str, ...], budget: Budget, dat
     )
     supervised = LocalPhase(b.pretrain_steps, batch_size=b.batch, lr=1e-3, beta1=0.9)
     rows = []
-    trained: dict[str, torch.nn.Module] = {}
+    trained: dict[str, BlockModel] = {}
+
+    def source_model() -> BlockModel:
+        """source_only: supervised training on the pooled source data (trained once per task and seed)."""
+        if "source" not in trained:
+            trained["source"] = train_supervised(copy.deepcopy(model), pool(list(sources.values())), supervised,
+                                                 seed=seed, tag="source")
+        return copy.deepcopy(trained["source"])
+
+    def step_one_model() -> BlockModel:
+        """FADA's step 1. With one source node it is source-only training on that node's data, so the
+        one model is shared: FADA and ADDA then adapt the same start (adversarial adaptation is very
+        sensitive to its start, see docs/domain_adaptation.md) and fedavg_sources equals source_only.
+        With several sources it is a real FedAvg over the source nodes."""
+        if not several:
+            return source_model()
+        if "fedavg" not in trained:
+            trained["fedavg"] = fedavg_sources(copy.deepcopy(model), copy.deepcopy(disc), sources, fedavg_settings,
+                                               seed=seed)
+        return copy.deepcopy(trained["fedavg"])
+
     for method in methods:
         t0 = time.perf_counter()
         m, d = copy.deepcopy(model), copy.deepcopy(disc)
-        if method in ("source_only", "adda_centralised"):
-            if "source" not in trained:
-                trained["source"] = train_supervised(m, pool(list(sources.values())), supervised, seed=seed, tag="source")
-            m = copy.deepcopy(trained["source"])
-            if method == "adda_centralised":
-                xs = torch.cat([s.x for s in sources.values()])
-                m = adda_centralised(m, d, xs, target_train.x, LocalPhase(b.adda_steps, batch_size=b.batch,
-                                                                          weight=b.adv_weight), seed=seed)
-        elif method in ("fedavg_sources", "fada_target", "fada_aggregator"):
-            if "fedavg" not in trained:
-                trained["fedavg"] = fedavg_sources(m, copy.deepcopy(d), sources, fedavg_settings, seed=seed)
-            m = copy.deepcopy(trained["fedavg"])
+        if method == "source_only":
+            m = source_model()
+        elif method == "adda_centralised":
+            xs = torch.cat([s.x for s in sources.values()])
+            m = adda_centralised(source_model(), d, xs, target_train.x,
+                                 LocalPhase(b.adda_steps, batch_size=b.batch, weight=b.adv_weight), seed=seed)
+        elif method in ("fedavg_sources", "fada_target", "fada_aggregator", "fada_target_step5"):
+            m = step_one_model()
             if method != "fedavg_sources":
+                settings = fada_settings
+                if method == "fada_target_step5":
+                    settings = replace(fada_settings, adapt=replace(fada_settings.adapt, steps=b.step5_steps))
                 fed = build_federation(m, d, sources, target_train.x, topology=method.split("_")[1], seed=seed)
-                m = fed.run(m, d, fada_settings).model
+                m = fed.run(m, d, settings).model
         elif method == "target_supervised":
             m = train_supervised(m, target_train, supervised, seed=seed, tag="target")
         else:

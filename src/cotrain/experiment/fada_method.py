@@ -51,12 +51,13 @@ class FadaSection(BaseModel):
     disc_lr: float = Field(1.0, gt=0, description="local SGD rate (1: the upload is the gradient)")
     disc_server_lr: float | None = Field(2e-4, gt=0, description="FedAdam rate at the aggregator; None: plain average")
     disc_exchanges: int = Field(5, ge=1)
-    adapt_steps: int = Field(5, ge=1)
+    adapt_steps: int = Field(0, ge=0, description="the sources' step 5 per round (0: off; measured to lower "
+                             "target accuracy, see docs/domain_adaptation.md)")
     adapt_lr: float = Field(2e-4, gt=0)
     source_adv_weight: float = Field(0.1, ge=0, description="lambda of the sources' step 5")
     adv_weight: float = Field(1.0, ge=0, description="lambda of the target's own-encoder step")
     target_encoder_steps: int = Field(5, ge=0, description="0: the target has no G of its own")
-    target_weight: float = Field(0.9, ge=0, lt=1)
+    target_weight: float = Field(0.999, ge=0, lt=1, description="the target's own G in the G aggregate")
     sync_sources: bool = False
 
 
