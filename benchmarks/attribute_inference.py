@@ -6,7 +6,9 @@ gradient of one private batch (test split); the server holds 2,000 auxiliary tra
 with the attribute. Methods (per-sample attribute accuracy, Hungarian-matched on E(X) where the
 method rebuilds per-sample features):
 
-* ``feature_reconstruction`` — reconstruct E(X) from the upload, classify each;
+* ``feature_reconstruction`` — reconstruct E(X) from the upload, classify each (default settings:
+  the prior term is on where the counting bound is below 1);
+* ``feature_reconstruction_no_prior`` — the same with ``prior_weight=0`` (the method before the prior term);
 * ``auxiliary_prior`` — the same classifier on the reconstruction's starting point (aux samples
   of the recovered classes), i.e. what the labels alone give;
 * ``batch_property`` — Melis et al. (2019): proportion regressed from the gradient, majority value
@@ -62,15 +64,19 @@ def run_dataset(name: str, args) -> list[dict]:
         upload = simulate_upload(model, x, y)
         true_e = extract_features(model, x)
         found: dict[str, tuple[float, float, float]] = {}
+        weights: dict[str, float] = {}  # prior_weight used by the reconstructions
         oracle = classifier.infer(true_e)
         found["oracle"] = (attribute_accuracy(oracle.predictions, a), proportion_error(oracle.proportion, a, num_values), 0.0)
         found["majority"] = (attribute_accuracy(np.full(b, majority), a),
                              proportion_error(np.eye(num_values)[majority], a, num_values), 0.0)
         for method, settings in (("feature_reconstruction", ReconstructionSettings(steps=3000, time_limit=limit)),
+                                 ("feature_reconstruction_no_prior",
+                                  ReconstructionSettings(steps=3000, time_limit=limit, prior_weight=0.0)),
                                  ("auxiliary_prior", ReconstructionSettings(steps=0, head_solve=False))):
             t0 = time.perf_counter()
             rec = reconstruct_features(model, upload, prior=prior, settings=settings, class_probs=probs)
             inf = classifier.infer(rec.embeddings)
+            weights[method] = rec.prior_weight
             found[method] = (attribute_accuracy(inf.predictions, a, match(rec.embeddings, true_e)),
                              proportion_error(inf.proportion, a, num_values), time.perf_counter() - t0)
         t0 = time.perf_counter()
@@ -87,7 +93,8 @@ def run_dataset(name: str, args) -> list[dict]:
                                          proportion_error(inf.proportion, a, num_values), time.perf_counter() - t0)
         for method, (acc_a, perr, sec) in found.items():
             rows.append({"dataset": name, "method": method, "batch_size": b, "attribute_accuracy": acc_a,
-                         "proportion_error": perr, "seconds": sec, "attribute": attribute, "task_accuracy": acc})
+                         "proportion_error": perr, "seconds": sec, "attribute": attribute, "task_accuracy": acc,
+                         **({"prior_weight": weights[method]} if method in weights else {})})
             print(f"{name:9s} B={b:3d} {method:24s} attribute_acc={acc_a:.3f} proportion_err={perr:.3f} {sec:.1f}s",
                   flush=True)
     return rows
@@ -99,7 +106,8 @@ def plot(payload: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     rows = payload["results"]
     keys = sorted({(r["dataset"], r["batch_size"]) for r in rows})
-    methods = ["feature_reconstruction", "auxiliary_prior", "batch_property", "input_reconstruction", "oracle", "majority"]
+    methods = ["feature_reconstruction", "feature_reconstruction_no_prior", "auxiliary_prior", "batch_property",
+               "input_reconstruction", "oracle", "majority"]
     fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(keys)), 4))
     w = 0.8 / len(methods)
     for j, m in enumerate(methods):

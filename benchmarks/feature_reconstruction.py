@@ -5,13 +5,16 @@ uploads the gradient of one private batch (test split) of size B. The server, wi
 training samples of its own, reconstructs the batch's features. Scored (Hungarian matching on
 cosine) at two levels: ``block_input`` (X, the output of f_n) and ``embedding`` (E(X)).
 
-Methods: ``feature_reconstruction`` (this library's improved method), ``feature_reconstruction_patent``
+Methods: ``feature_reconstruction`` (this library's improved method, default settings: the prior
+term is on where the counting bound is below 1), ``feature_reconstruction_no_prior`` (the same
+with ``prior_weight=0``: the method before the prior term), ``feature_reconstruction_patent``
 (the document's settings), ``auxiliary_prior`` (the improved method's starting point, no gradient
 step: what the server's own data already gives), ``input_reconstruction`` (Inverting Gradients on
 the whole model, then the model's features of the rebuilt inputs). Each row carries the counting
-bound ``equations_per_unknown`` at its level, and ``estimated_batch_size``: what the server would
-estimate for B from the same upload and its 2,000 auxiliary samples had the metadata lacked it
-(:func:`cotrain.audit.batch_size.estimate_batch_size`; the reconstructions use the true B).
+bound ``equations_per_unknown`` at its level, the ``prior_weight`` used (reconstruction rows), and
+``estimated_batch_size``: what the server would estimate for B from the same upload and its 2,000
+auxiliary samples had the metadata lacked it (:func:`cotrain.audit.batch_size.estimate_batch_size`;
+the reconstructions use the true B).
 
     python benchmarks/feature_reconstruction.py --quick --json benchmarks/results/feature_reconstruction.json
 """
@@ -74,6 +77,8 @@ def run(args, partial=None) -> dict:
             ratio = {"block_input": eq / unk, "embedding": eq / (b * d)}
             methods = {
                 "feature_reconstruction": ReconstructionSettings(steps=3000, time_limit=limit, seed=args.seed),
+                "feature_reconstruction_no_prior": ReconstructionSettings(steps=3000, time_limit=limit, seed=args.seed,
+                                                                          prior_weight=0.0),
                 "auxiliary_prior": ReconstructionSettings(steps=0, head_solve=False, exact_batch_one=False, seed=args.seed),
                 "feature_reconstruction_patent": ReconstructionSettings.patent(steps=5000, time_limit=base_limit,
                                                                                seed=args.seed),
@@ -88,7 +93,8 @@ def run(args, partial=None) -> dict:
                                     **score_reconstruction(rebuilt, true[level], center[level]), "seconds": seconds,
                                     "equations_per_unknown": ratio[level] if name != "feature_reconstruction_patent"
                                     else eq / (unk + b * train.num_classes),
-                                    "steps": rec.steps, "label_accuracy": labels_ok, **estimated})
+                                    "steps": rec.steps, "prior_weight": rec.prior_weight, "label_accuracy": labels_ok,
+                                    **estimated})
             t0 = time.perf_counter()
             x_hat, _ = reconstruct_inputs(model, upload, tuple(x.shape[1:]), steps=5000, time_limit=base_limit,
                                           class_probs=probs, seed=args.seed)
@@ -101,7 +107,7 @@ def run(args, partial=None) -> dict:
                 results.append({"method": "input_reconstruction", "checkpoint": ckpt, "batch_size": b, "level": level,
                                 **score_reconstruction(rebuilt[level], true[level], center[level]), "seconds": seconds,
                                 "equations_per_unknown": n_params / x_hat.numel(), **estimated})
-            for r in results[-8:]:
+            for r in results[-2 * (len(methods) + 1):]:
                 print(f"{r['checkpoint']:5s} B={r['batch_size']:3d} {r['method']:30s} {r['level']:11s} "
                       f"success={r['success_rate']:.3f} cos={r['mean_cosine']:.3f} "
                       f"centred: success={r['success_rate_centred']:.3f} cos={r['mean_cosine_centred']:.3f} eq/unk={r['equations_per_unknown']:.3g} "

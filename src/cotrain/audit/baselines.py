@@ -11,6 +11,9 @@
   Gradients, Geiping et al. 2020; DLG, Zhu et al. 2019): dummy inputs ``x_hat`` ``(B, *input)`` minimise
   ``1 - cos(g, g_hat(x_hat))`` over all parameters plus ``tv * TV(x_hat)``, with labels recovered
   from the head (iDLG); the shared model's features of ``x_hat`` then go to the attribute classifier.
+  Without a batch size in the upload's metadata, ``B`` is estimated from the gradient and the
+  server's auxiliary data (:func:`~cotrain.audit.batch_size.estimate_batch_size`), as
+  :func:`~cotrain.audit.api.audit_upload` does.
 * Oracle (the classifier on the true features) and majority guess are one-liners in the benchmark.
 """
 
@@ -25,6 +28,7 @@ from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from cotrain.audit.batch_size import estimate_batch_size
 from cotrain.audit.distance import cosine_term, flatten
 from cotrain.audit.labels import bias_signal, counts_to_labels, head_gradients, recover_label_counts
 from cotrain.audit.threat_model import ObservedUpload, block_parameter_names, head_parameter_names
@@ -96,14 +100,24 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 def reconstruct_inputs(model: BlockModel, upload: ObservedUpload, input_shape: tuple[int, ...], *,
                        steps: int = 1000, lr: float = 0.1, tv: float = 1e-2,
                        class_probs: torch.Tensor | None = None, time_limit: float | None = None,
-                       seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverting Gradients: ``(x_hat (B, *input_shape), labels (B,))`` from the whole model's gradient."""
+                       seed: int = 0, aux: tuple[torch.Tensor, torch.Tensor] | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverting Gradients: ``(x_hat (B, *input_shape), labels (B,))`` from the whole model's gradient.
+
+    ``aux``: the server's labelled auxiliary samples ``(x, y)``, needed only when the upload's
+    metadata has no batch size: ``B`` is then estimated (:func:`~cotrain.audit.batch_size.estimate_batch_size`).
+    """
     t0 = time.perf_counter()
+    if upload.batch_size is not None:
+        b = int(upload.batch_size)
+    elif aux is not None:
+        b = estimate_batch_size(model, upload, aux[0], aux[1]).estimate
+    else:
+        raise ValueError("the upload carries no batch size: pass aux=(x_aux, y_aux), the server's labelled "
+                         "auxiliary samples, to estimate it with cotrain.audit.batch_size.estimate_batch_size, "
+                         "or set ObservedUpload.batch_size")
     net = upload.shared_model(model)
     net.train()
-    if upload.batch_size is None:
-        raise ValueError("the upload carries no batch size")
-    b = int(upload.batch_size)
     dw, db = head_gradients(net, upload)
     labels = counts_to_labels(recover_label_counts(bias_signal(dw, db), b, class_probs))
     names = [n for n, _ in net.named_parameters()]

@@ -27,11 +27,29 @@ steps. Improvements here (each switchable, measured in ``docs/audit.md``):
   (:mod:`cotrain.audit.head_solve`), used as the anchor of the
   ``X`` optimisation, and reported as ``E(X)`` when its head residual is the lower one;
 * ``relative_lr``: the Adam step is ``lr * std(auxiliary block inputs)``, so one setting fits
-  features of any scale; restarts keep the lowest objective; a time limit bounds the cost.
+  features of any scale; restarts keep the lowest objective; a time limit bounds the cost;
+* ``prior_weight``: a MAP-style prior term where the problem is under-determined (below).
 
 Counting bound: the observed gradient gives ``#params(f_{n+1}) + #params(f_c)`` equations; the
 unknowns are ``B * prod(S)`` (plus ``B * K`` for soft labels). :attr:`Reconstruction.equations_per_unknown`
 reports the ratio; below 1 a unique solution cannot be expected without a prior.
+
+Prior term (``prior_weight = mu``). With ``X_0`` the starting point (the f_n outputs of auxiliary
+samples of the recovered classes, the ``auxiliary_prior`` of the benchmarks) the objective becomes::
+
+    d(g_{n+1}, g_hat_{n+1}) + lambda * d(g_c, g_hat_c) [+ anchor term] + mu * ||X_hat - X_0||^2 / ||X_0||^2
+
+The last term is a Gaussian log-prior centred on ``X_0`` with an isotropic variance proportional
+to ``||X_0||^2``, i.e. a MAP estimate; it is scale free (the squared distance relative to the
+start's squared norm, over the whole batch) and so comparable with ``d`` (in [0, 3]). It keeps
+the directions the gradient does not determine at the start instead of letting the optimiser
+fit the gradient with them. ``"auto"`` switches it on only where the counting bound
+``equations / unknowns`` is below 1 (and the start is the auxiliary prior), with
+``mu = AUTO_PRIOR_SCALE * unknowns / equations``. The motivation: both terms are means (``d``
+over gradient entries, the prior term over feature entries), so a sum-of-squares MAP objective
+divided by the number of equations weighs the prior term by ``unknowns / equations``; the scale
+(1) and this form were chosen over constant weights on development uploads (``docs/audit.md``).
+Elsewhere, and in the patent's setting, ``mu = 0``.
 """
 
 from __future__ import annotations
@@ -50,6 +68,10 @@ from cotrain.audit.labels import bias_signal, head_gradients, recover_label_coun
 from cotrain.audit.threat_model import ObservedUpload, block_parameter_names, head_parameter_names
 from cotrain.models.blocks import BlockModel
 from cotrain.seeding import torch_generator
+
+AUTO_PRIOR_SCALE = 1.0
+"""``prior_weight="auto"`` uses ``mu = AUTO_PRIOR_SCALE * unknowns / equations`` where
+``equations / unknowns < 1`` (chosen on development uploads, not the benchmark's: ``docs/audit.md``)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +93,9 @@ class ReconstructionSettings:
     time_limit: float | None = None
     tolerance: float = 1e-7
     seed: int = 0
+    prior_weight: float | str = "auto"
+    """``mu`` of the prior term ``mu * ||X_hat - X_0||^2 / ||X_0||^2`` (module docstring): a number
+    >= 0 (0: off), or ``"auto"``: ``AUTO_PRIOR_SCALE * unknowns / equations`` where that exceeds 1, else 0."""
 
     def __post_init__(self) -> None:
         if self.labels not in ("recover", "soft"):
@@ -81,12 +106,19 @@ class ReconstructionSettings:
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.steps < 0 or self.restarts < 1:
             raise ValueError("steps must be >= 0 and restarts >= 1")
+        if isinstance(self.prior_weight, str):
+            if self.prior_weight != "auto":
+                raise ValueError(f"prior_weight must be 'auto' or a number >= 0, got {self.prior_weight!r}")
+        elif not self.prior_weight >= 0:
+            raise ValueError(f"prior_weight must be 'auto' or a number >= 0, got {self.prior_weight!r}")
+        elif self.prior_weight > 0 and self.init != "auxiliary":
+            raise ValueError("prior_weight > 0 pulls X_hat towards the auxiliary start: it needs init='auxiliary'")
 
     @classmethod
     def patent(cls, **overrides: object) -> "ReconstructionSettings":
-        """The document's method: random init, soft pseudo-labels, constant step, no projections."""
+        """The document's method: random init, soft pseudo-labels, constant step, no projections, no prior term."""
         base = cls(lr=0.1, relative_lr=False, labels="soft", init="random", nonnegative=False,
-                   exact_batch_one=False, head_solve=False, schedule="constant")
+                   exact_batch_one=False, head_solve=False, schedule="constant", prior_weight=0.0)
         return replace(base, **overrides)  # type: ignore[arg-type]
 
 
@@ -113,7 +145,8 @@ class Reconstruction:
 
     ``features``: ``X_hat`` ``(B, *S)``; ``embeddings``: ``E(X_hat)`` ``(B, d)`` (the exact read when
     ``B = 1``); ``labels``: recovered (or arg-max pseudo) labels ``(B,)``; ``objective``: final
-    value; ``equations`` / ``unknowns`` and their ratio at the level of ``X``.
+    value; ``equations`` / ``unknowns`` and their ratio at the level of ``X``; ``prior_weight``:
+    the ``mu`` used (``"auto"`` resolved).
     """
 
     features: torch.Tensor
@@ -125,6 +158,7 @@ class Reconstruction:
     equations: int
     unknowns: int
     embedding_unknowns: int
+    prior_weight: float = 0.0
 
     @property
     def equations_per_unknown(self) -> float:
@@ -162,6 +196,104 @@ def _initial_features(prior: AuxiliaryPrior | None, labels: torch.Tensor, shape:
     return x.abs() if settings.nonnegative else x
 
 
+def resolve_prior_weight(settings: ReconstructionSettings, equations: int, unknowns: int) -> float:
+    """The prior term's weight ``mu`` for one reconstruction (see :attr:`ReconstructionSettings.prior_weight`).
+
+    ``"auto"``: ``AUTO_PRIOR_SCALE * unknowns / equations`` when the counting bound
+    ``equations / unknowns`` is below 1 and ``X_hat`` starts at the auxiliary prior, else 0; a
+    number is used as given.
+    """
+    if settings.prior_weight == "auto":
+        on = settings.init == "auxiliary" and equations < unknowns
+        return AUTO_PRIOR_SCALE * unknowns / equations if on else 0.0
+    return float(settings.prior_weight)
+
+
+def prior_term(x_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """``||X_hat - X_0||^2 / ||X_0||^2`` over the whole batch (scale free; 1 when ``X_hat = 0``)."""
+    return ((x_hat - x0) ** 2).sum() / ((x0 ** 2).sum() + 1e-12)
+
+
+@dataclass
+class _Problem:
+    """What one upload fixes for the optimisation: the shared tail, the observed gradients, labels, anchor."""
+
+    last: nn.Module
+    head: nn.Module
+    block_params: list[torch.Tensor]
+    head_params: list[torch.Tensor]
+    g_block: list[torch.Tensor]
+    g_head: list[torch.Tensor]
+    labels: torch.Tensor
+    shape: tuple[int, ...]
+    num_classes: int
+    anchor: torch.Tensor | None
+    nonnegative: bool
+    soft: bool
+    prior_weight: float
+
+    @property
+    def batch_size(self) -> int:
+        return self.labels.numel()
+
+    def objective(self, x_hat: torch.Tensor, y_hat: torch.Tensor | None, x0: torch.Tensor,
+                  settings: ReconstructionSettings) -> torch.Tensor:
+        """``d(g_{n+1}, g_hat_{n+1}) + lambda d(g_c, g_hat_c)`` [+ anchor term] [+ ``mu`` prior term]."""
+        b = self.batch_size
+        e = self.last(x_hat).reshape(b, -1)
+        logits = self.head(e)
+        if y_hat is not None:
+            ce = -(torch.softmax(y_hat, 1) * torch.log_softmax(logits, 1)).sum(1).mean()
+        else:
+            ce = nn.functional.cross_entropy(logits, self.labels)
+        grads = torch.autograd.grad(ce, self.block_params + self.head_params, create_graph=True)
+        obj = gradient_distance(self.g_block, grads[:len(self.block_params)]) + \
+            settings.head_weight * gradient_distance(self.g_head, grads[len(self.block_params):])
+        if self.anchor is not None:
+            obj = obj + settings.anchor_weight * gradient_distance(self.anchor.reshape(b, -1), e)
+        if self.prior_weight:
+            obj = obj + self.prior_weight * prior_term(x_hat, x0)
+        return obj
+
+
+def _optimise(problem: _Problem, prior: AuxiliaryPrior | None, settings: ReconstructionSettings, restart: int,
+              time_limit: float | None) -> tuple[float, torch.Tensor, torch.Tensor, int]:
+    """One restart: Adam on ``X_hat`` (and ``Y_hat``); ``(objective, X_hat, labels, steps)``."""
+    b = problem.batch_size
+    gen = torch_generator(settings.seed, "reconstruct", restart)
+    x0 = _initial_features(prior, problem.labels, problem.shape, settings, gen)
+    x_hat = x0.clone().requires_grad_(True)
+    variables = [x_hat]
+    y_hat = None
+    if problem.soft:
+        y_hat = (0.1 * torch.randn((b, problem.num_classes), generator=gen)).requires_grad_(True)
+        variables.append(y_hat)
+    base_lr = settings.lr * (float(prior.block_inputs.std()) if settings.relative_lr and prior is not None else 1.0)
+    opt = torch.optim.Adam(variables, lr=base_lr)
+    objective = float("inf")
+    step = 0
+    t0 = time.perf_counter()
+    for step in range(1, settings.steps + 1):
+        if settings.schedule == "cosine":
+            for group in opt.param_groups:
+                group["lr"] = base_lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / max(settings.steps, 1)))
+        obj = problem.objective(x_hat, y_hat, x0, settings)
+        var_grads = torch.autograd.grad(obj, variables)
+        for v, gv in zip(variables, var_grads):
+            v.grad = gv
+        opt.step()
+        if problem.nonnegative:
+            with torch.no_grad():
+                x_hat.clamp_(min=0.0)
+        objective = float(obj.detach())
+        if objective < settings.tolerance:
+            break
+        if time_limit is not None and time.perf_counter() - t0 > time_limit:
+            break
+    labels = problem.labels if y_hat is None else y_hat.detach().argmax(1)
+    return objective, x_hat.detach().clone(), labels, step
+
+
 def reconstruct_features(model: BlockModel, upload: ObservedUpload, *, prior: AuxiliaryPrior | None = None,
                          settings: ReconstructionSettings = ReconstructionSettings(),
                          class_probs: torch.Tensor | None = None,
@@ -189,20 +321,14 @@ def reconstruct_features(model: BlockModel, upload: ObservedUpload, *, prior: Au
             raise ValueError("give feature_shape or an auxiliary prior")
         feature_shape = tuple(prior.block_inputs.shape[1:])
     shape = tuple(feature_shape)
-    num_classes = head.out_features if isinstance(head, nn.Linear) else 0
+    linear_head = isinstance(head, nn.Linear)
+    num_classes = head.out_features if linear_head else 0
     block_names = block_parameter_names(net, -1)
     head_names = head_parameter_names(net)
     params = dict(net.named_parameters())
-    block_params = [params[n] for n in block_names]
-    head_params = [params[n] for n in head_names]
-    g_block = [upload.gradients[n].detach() for n in block_names]
-    g_head = [upload.gradients[n].detach() for n in head_names]
     dw, db = head_gradients(net, upload)
-    signal = bias_signal(dw, db)
-    counts = recover_label_counts(signal, b, class_probs)
-    labels = counts_to_labels(counts)
+    labels = counts_to_labels(recover_label_counts(bias_signal(dw, db), b, class_probs))
     anchor = single_sample_embedding(dw, db).detach() if (b == 1 and settings.exact_batch_one) else None
-    budget = settings.time_limit
     nonneg = settings.nonnegative and (prior is None or float(prior.block_inputs.min()) >= 0.0)
     soft = settings.labels == "soft"
     equations, unknowns = counting_bound(net, b, shape, soft_labels=soft, num_classes=num_classes)
@@ -210,7 +336,6 @@ def reconstruct_features(model: BlockModel, upload: ObservedUpload, *, prior: Au
         last.eval()
         d = last(torch.zeros((1, *shape))).reshape(1, -1).shape[1]
         last.train()
-    linear_head = isinstance(head, nn.Linear)
     solved = None
     if (anchor is None and settings.head_solve and linear_head and not soft and 1 < b <= num_classes
             and prior is not None):
@@ -220,55 +345,19 @@ def reconstruct_features(model: BlockModel, upload: ObservedUpload, *, prior: Au
         limit = None if settings.time_limit is None else settings.time_limit / 4
         solved, _ = solve_embeddings(head.weight, head.bias, dw, db, labels, e0, nonnegative=nonneg, time_limit=limit)
         anchor = solved.detach()
+    budget = settings.time_limit
     if budget is not None and solved is not None:
         budget = max(budget - (time.perf_counter() - t0), 0.0)
 
-    best: tuple[float, torch.Tensor, torch.Tensor, int] | None = None
-    for restart in range(settings.restarts):
-        gen = torch_generator(settings.seed, "reconstruct", restart)
-        x_hat = _initial_features(prior, labels, shape, settings, gen).requires_grad_(True)
-        variables = [x_hat]
-        y_hat = None
-        if soft:
-            y_hat = (0.1 * torch.randn((b, num_classes), generator=gen)).requires_grad_(True)
-            variables.append(y_hat)
-        base_lr = settings.lr * (float(prior.block_inputs.std()) if settings.relative_lr and prior is not None else 1.0)
-        opt = torch.optim.Adam(variables, lr=base_lr)
-        objective = float("inf")
-        step = 0
-        restart_t0 = time.perf_counter()
-        restart_budget = None if budget is None else budget / settings.restarts
-        for step in range(1, settings.steps + 1):
-            if settings.schedule == "cosine":
-                for group in opt.param_groups:
-                    group["lr"] = base_lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / max(settings.steps, 1)))
-            e = last(x_hat).reshape(b, -1)
-            logits = head(e)
-            if y_hat is not None:
-                ce = -(torch.softmax(y_hat, 1) * torch.log_softmax(logits, 1)).sum(1).mean()
-            else:
-                ce = nn.functional.cross_entropy(logits, labels)
-            grads = torch.autograd.grad(ce, block_params + head_params, create_graph=True)
-            obj = gradient_distance(g_block, grads[:len(block_params)]) + \
-                settings.head_weight * gradient_distance(g_head, grads[len(block_params):])
-            if anchor is not None:
-                obj = obj + settings.anchor_weight * gradient_distance(anchor.reshape(b, -1), e)
-            var_grads = torch.autograd.grad(obj, variables)
-            for v, gv in zip(variables, var_grads):
-                v.grad = gv
-            opt.step()
-            if nonneg:
-                with torch.no_grad():
-                    x_hat.clamp_(min=0.0)
-            objective = float(obj.detach())
-            if objective < settings.tolerance:
-                break
-            if restart_budget is not None and time.perf_counter() - restart_t0 > restart_budget:
-                break
-        final_labels = labels if y_hat is None else y_hat.detach().argmax(1)
-        if best is None or objective < best[0]:
-            best = (objective, x_hat.detach().clone(), final_labels, step)
-    assert best is not None
+    mu = resolve_prior_weight(settings, equations, unknowns)
+    problem = _Problem(last=last, head=head, block_params=[params[n] for n in block_names],
+                       head_params=[params[n] for n in head_names],
+                       g_block=[upload.gradients[n].detach() for n in block_names],
+                       g_head=[upload.gradients[n].detach() for n in head_names], labels=labels, shape=shape,
+                       num_classes=num_classes, anchor=anchor, nonnegative=nonneg, soft=soft, prior_weight=mu)
+    restart_limit = None if budget is None else budget / settings.restarts
+    best = min((_optimise(problem, prior, settings, r, restart_limit) for r in range(settings.restarts)),
+               key=lambda run: run[0])  # the first of equal objectives, as before
     objective, x_best, final_labels, steps_done = best
     with torch.no_grad():
         emb = last(x_best).reshape(b, -1)
@@ -276,10 +365,9 @@ def reconstruct_features(model: BlockModel, upload: ObservedUpload, *, prior: Au
         emb = anchor.reshape(1, -1).clone()
     elif solved is not None and linear_head:
         onehot = nn.functional.one_hot(labels, num_classes).to(emb.dtype)
-        if head_residual(head.weight.detach(), None if head.bias is None else head.bias.detach(), dw, db, onehot,
-                         solved) < head_residual(head.weight.detach(), None if head.bias is None else head.bias.detach(),
-                                                 dw, db, onehot, emb):
+        w, bias = head.weight.detach(), None if head.bias is None else head.bias.detach()
+        if head_residual(w, bias, dw, db, onehot, solved) < head_residual(w, bias, dw, db, onehot, emb):
             emb = solved.clone()
     return Reconstruction(features=x_best, embeddings=emb, labels=final_labels, objective=objective,
                           steps=steps_done, seconds=time.perf_counter() - t0, equations=equations,
-                          unknowns=unknowns, embedding_unknowns=b * d)
+                          unknowns=unknowns, embedding_unknowns=b * d, prior_weight=mu)
