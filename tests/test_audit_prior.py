@@ -112,3 +112,18 @@ def test_input_reconstruction_estimates_a_missing_batch_size_or_names_the_estima
     assert x_hat.shape == (2, 10) and sorted(labels.tolist()) == [0, 2]
     with pytest.raises(ValueError, match="estimate_batch_size"):
         reconstruct_inputs(model, blind, (10,), steps=2)
+
+
+def test_batch_property_per_sample_guess_needs_a_batch_size():
+    # Prepare: a fitted batch-property regression and an upload whose metadata lacks B
+    from cotrain.audit.baselines import BatchPropertyInference
+
+    model, upload, _ = tiny_problem(4)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(40, 10, generator=g), torch.arange(40) % 3
+    attribute = torch.arange(40) % 2
+    inference = BatchPropertyInference(num_batches=8, seed=0).fit(model, x, y, attribute, batch_size=4)
+    # Execute / Assert: with B the guess has B entries; without it, a clear error names the estimator
+    assert inference.predict_samples(model, upload).shape == (4,)
+    with pytest.raises(ValueError, match="estimate_batch_size"):
+        inference.predict_samples(model, replace(upload, batch_size=None))

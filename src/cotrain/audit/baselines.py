@@ -86,8 +86,11 @@ class BatchPropertyInference:
 
     def predict_samples(self, model: BlockModel, upload: ObservedUpload) -> np.ndarray:
         """Per-sample guess: the predicted majority value for every sample of the batch."""
+        if upload.batch_size is None:
+            raise ValueError("predict_samples needs the upload's batch size; estimate it first with "
+                             "cotrain.audit.batch_size.estimate_batch_size and set ObservedUpload.batch_size")
         p = self.predict_proportion(model, upload)
-        return np.full(int(upload.batch_size or 1), int(np.argmax(p)))
+        return np.full(int(upload.batch_size), int(np.argmax(p)))
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
