@@ -5,10 +5,10 @@ transfer learning") against ADDA (Tzeng et al., CVPR 2017) and the usual referen
 MNIST->USPS, USPS->MNIST, MNIST->MNIST-M, MNIST+USPS->MNIST-M, MNIST+MNIST-M->USPS; methods:
 source_only, fedavg_sources, fada_target, fada_aggregator, adda_centralised, target_supervised.
 
-Protocol of the data (after ADDA's MNIST<->USPS protocol): each source domain contributes
-``--n-source`` labelled training images (2,000 in ADDA), the target ``--n-target`` unlabelled training
-images (1,800 in ADDA); accuracy is measured on the target's test split (``--n-test`` at most).
-All images are 28x28, scaled to [-1, 1]; tasks involving MNIST-M use 3 channels for every domain.
+Protocol of the data (ADDA's MNIST<->USPS protocol): 2,000 MNIST (or MNIST-M) and 1,800 USPS training
+images per domain whichever way the task goes (``--n-source`` / ``--n-target`` override); accuracy on
+the target's whole test split (``--n-test`` caps it). All images are 28x28, scaled to [-1, 1]; tasks
+involving MNIST-M use 3 channels for every domain.
 
     python benchmarks/domain_adaptation.py --data-dir ../shared/data --json out.json [--quick]
 
@@ -16,14 +16,13 @@ Writes ``{"results": [{"task", "method", "seed", "target_accuracy"}]}``.
 
 Every method uses ADDA's LeNet (``adda_lenet``, no dropout) and mini-batches of ``--batch``:
 source_only / target_supervised train ``--pretrain-steps`` Adam steps (1e-3) on the pooled source /
-the labelled target data; fedavg_sources runs FADA's step 1 alone (``--pretrain-rounds`` FedAvg
-rounds over the source nodes, ``--pretrain-steps`` steps per node in all); fada_* continue from that
-model for ``--rounds`` rounds; adda_centralised continues from source_only for ``--adda-steps``.
-The run reported in docs/domain_adaptation.md, on 2 shared CPU cores, was::
-
-    nice -n 10 python benchmarks/domain_adaptation.py --data-dir ../shared/data \
-        --json bench_out/domain_adaptation.json --n-source 1000 --n-target 1000 --n-test 2000 \
-        --batch 32 --pretrain-steps 300 --pretrain-rounds 3 --rounds 40 --adda-steps 300
+the labelled target data; fedavg_sources is FADA's step 1 alone (with several sources
+``--pretrain-rounds`` FedAvg rounds, ``--pretrain-steps`` steps per node in all; with one source it
+is source-only training on that node, the same model as source_only); fada_target / fada_aggregator
+(the two topologies) and fada_target_step5 (the sources' step 5 on) continue from it for
+``--rounds`` rounds; adda_centralised continues from source_only for ``--adda-steps``.
+The runs reported in docs/domain_adaptation.md used the defaults (``--threads 1``) and, for the
+longer run, ``--methods source_only fada_target adda_centralised --rounds 600 --adda-steps 3000``.
 """
 
 from __future__ import annotations
