@@ -34,6 +34,16 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def parse(p: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse; a quick run on MNIST switches to the synthetic data (no file reading); set torch's threads."""
+    args = p.parse_args()
+    if args.quick and args.dataset == "mnist":
+        args.dataset = "synthetic"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
+
+
 def load(name: str, data_dir: str) -> tuple[DatasetSplits, str]:
     options, attribute = TASKS[name]
     return load_dataset(name, data_dir=data_dir, **options), attribute

@@ -73,11 +73,7 @@ def main() -> None:
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--sizes", default="1,2,4,8,9,16,32,64,128,256,512", help="batch sizes (full run)")
     p.add_argument("--repeats", type=int, default=8, help="batches per (checkpoint, regime, B)")
-    args = p.parse_args()
-    if args.quick and args.dataset == "mnist":
-        args.dataset = "synthetic"  # no file reading in the quick run
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = common.parse(p)
     payload = run(args)
     common.write_outputs(args.json, payload, "batch_size_estimation")
     print(f"wrote {args.json or 'benchmarks/results/batch_size_estimation.json'}")

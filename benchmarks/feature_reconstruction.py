@@ -7,7 +7,8 @@ cosine) at two levels: ``block_input`` (X, the output of f_n) and ``embedding`` 
 
 Methods: ``feature_reconstruction`` (this library's improved method, default settings: the prior
 term is on where the counting bound is below 1), ``feature_reconstruction_no_prior`` (the same
-with ``prior_weight=0``: the method before the prior term), ``feature_reconstruction_patent``
+with ``prior_weight=0``: the method before the prior term), ``feature_reconstruction_no_label_search``
+(``label_search=False``, only at ``1 < B <= K`` where the search runs), ``feature_reconstruction_patent``
 (the document's settings), ``auxiliary_prior`` (the improved method's starting point, no gradient
 step: what the server's own data already gives), ``input_reconstruction`` (Inverting Gradients on
 the whole model, then the model's features of the rebuilt inputs). Each row carries the counting
@@ -79,10 +80,14 @@ def run(args, partial=None) -> dict:
                 "feature_reconstruction": ReconstructionSettings(steps=3000, time_limit=limit, seed=args.seed),
                 "feature_reconstruction_no_prior": ReconstructionSettings(steps=3000, time_limit=limit, seed=args.seed,
                                                                           prior_weight=0.0),
+                "feature_reconstruction_no_label_search": ReconstructionSettings(steps=3000, time_limit=limit,
+                                                                                 seed=args.seed, label_search=False),
                 "auxiliary_prior": ReconstructionSettings(steps=0, head_solve=False, exact_batch_one=False, seed=args.seed),
                 "feature_reconstruction_patent": ReconstructionSettings.patent(steps=5000, time_limit=base_limit,
                                                                                seed=args.seed),
             }
+            if not 1 < b <= train.num_classes:  # the label search only runs where the head solve does
+                del methods["feature_reconstruction_no_label_search"]
             for name, settings in methods.items():
                 t0 = time.perf_counter()
                 rec = reconstruct_features(model, upload, prior=prior, settings=settings, class_probs=probs)
@@ -149,11 +154,7 @@ def main() -> None:
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--sizes", default="1,8,32,128,256,512", help="batch sizes (full run)")
     p.add_argument("--time-limit", type=float, default=None, help="seconds per reconstruction (default 60, quick 8)")
-    args = p.parse_args()
-    if args.quick and args.dataset == "mnist":
-        args.dataset = "synthetic"  # no file reading in the quick run
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = common.parse(p)
     payload = run(args, partial=lambda p: common.write_outputs(args.json, p, "feature_reconstruction"))
     png = common.write_outputs(args.json, payload, "feature_reconstruction")
     plot(payload, png)

@@ -26,6 +26,8 @@ steps. Improvements here (each switchable, measured in ``docs/audit.md``):
   unknowns), ``E(X)`` is first solved from the head's gradient alone
   (:mod:`cotrain.audit.head_solve`), used as the anchor of the
   ``X`` optimisation, and reported as ``E(X)`` when its head residual is the lower one;
+  ``label_search`` first corrects the recovered label multiset by that residual (one wrong label
+  makes the head's equations inconsistent);
 * ``relative_lr``: the Adam step is ``lr * std(auxiliary block inputs)``, so one setting fits
   features of any scale; restarts keep the lowest objective; a time limit bounds the cost;
 * ``prior_weight``: a MAP-style prior term where the problem is under-determined (below).
@@ -62,7 +64,7 @@ import torch
 from torch import nn
 
 from cotrain.audit.distance import gradient_distance
-from cotrain.audit.head_solve import head_residual, solve_embeddings
+from cotrain.audit.head_solve import head_residual, refine_labels, solve_embeddings
 from cotrain.audit.labels import bias_signal, head_gradients, recover_label_counts, counts_to_labels, \
     single_sample_embedding
 from cotrain.audit.threat_model import ObservedUpload, block_parameter_names, head_parameter_names
@@ -87,6 +89,9 @@ class ReconstructionSettings:
     nonnegative: bool = True
     exact_batch_one: bool = True
     head_solve: bool = True
+    label_search: bool = True
+    """With ``head_solve``: correct the recovered label multiset by the head residual
+    (:func:`cotrain.audit.head_solve.refine_labels`) before solving ``E``."""
     anchor_weight: float = 1.0
     restarts: int = 1
     schedule: str = "constant"
@@ -118,7 +123,8 @@ class ReconstructionSettings:
     def patent(cls, **overrides: object) -> "ReconstructionSettings":
         """The document's method: random init, soft pseudo-labels, constant step, no projections, no prior term."""
         base = cls(lr=0.1, relative_lr=False, labels="soft", init="random", nonnegative=False,
-                   exact_batch_one=False, head_solve=False, schedule="constant", prior_weight=0.0)
+                   exact_batch_one=False, head_solve=False, label_search=False, schedule="constant",
+                   prior_weight=0.0)
         return replace(base, **overrides)  # type: ignore[arg-type]
 
 
@@ -339,11 +345,22 @@ def reconstruct_features(model: BlockModel, upload: ObservedUpload, *, prior: Au
     solved = None
     if (anchor is None and settings.head_solve and linear_head and not soft and 1 < b <= num_classes
             and prior is not None):
-        init0 = _initial_features(prior, labels, shape, settings, torch_generator(settings.seed, "reconstruct", 0))
-        with torch.no_grad():
-            e0 = last(init0).reshape(b, -1)
-        limit = None if settings.time_limit is None else settings.time_limit / 4
-        solved, _ = solve_embeddings(head.weight, head.bias, dw, db, labels, e0, nonnegative=nonneg, time_limit=limit)
+        def init_for(lab: torch.Tensor) -> torch.Tensor:
+            init0 = _initial_features(prior, lab, shape, settings, torch_generator(settings.seed, "reconstruct", 0))
+            with torch.no_grad():
+                return last(init0).reshape(b, -1)
+
+        limit = None if settings.time_limit is None else settings.time_limit / 8
+        solved, res = solve_embeddings(head.weight, head.bias, dw, db, labels, init_for(labels), nonnegative=nonneg,
+                                       time_limit=limit)
+        if settings.label_search:
+            searched = refine_labels(head.weight, head.bias, dw, db, labels, init_for, nonnegative=nonneg)
+            if not torch.equal(searched, labels.sort().values):
+                # the screen is a short solve: keep the new multiset only if its full solve is better too
+                alt, alt_res = solve_embeddings(head.weight, head.bias, dw, db, searched, init_for(searched),
+                                                nonnegative=nonneg, time_limit=limit)
+                if alt_res < res:
+                    solved, labels = alt, searched
         anchor = solved.detach()
     budget = settings.time_limit
     if budget is not None and solved is not None:

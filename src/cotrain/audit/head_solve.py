@@ -26,6 +26,7 @@ its row is ill-conditioned and the prior dominates; for ``B > K`` the solve is p
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 
@@ -90,3 +91,44 @@ def solve_embeddings(weight: torch.Tensor, bias: torch.Tensor | None, dw: torch.
     if res < best_res:
         best_res, best = res, x.detach().clone()
     return best.to(init.dtype).reshape(init.shape), best_res
+
+
+def refine_labels(weight: torch.Tensor, bias: torch.Tensor | None, dw: torch.Tensor, db: torch.Tensor | None,
+                  labels: torch.Tensor, init_for: Callable[[torch.Tensor], torch.Tensor], *, passes: int = 3,
+                  screen_iterations: int = 30, min_gain: float = 0.5, nonnegative: bool = True) -> torch.Tensor:
+    """Correct the recovered label multiset ``(B,)`` by the head residual (``1 < B <= K``).
+
+    Label-count recovery reads ``n_k`` from ``db`` through the auxiliary estimate of ``E[p | y]``,
+    which is off when the batch's softmax outputs differ from the auxiliary average; one wrong label
+    makes the head's equations inconsistent, and :func:`solve_embeddings` then misses ``E`` altogether.
+    With the right multiset the equations are consistent and the residual ``rho`` falls by orders of
+    magnitude, so we search greedily: every move "one sample of class ``a`` becomes class ``c``"
+    (at most ``distinct(labels) * (K - 1)`` candidates) is screened with a short fixed-point solve
+    (``screen_iterations``, no polish); the best move is taken if it at least halves ``rho``
+    (``min_gain``); up to ``passes`` moves. ``init_for(labels)`` gives the prior ``E_0`` ``(B, d)``
+    for a multiset. Returns the sorted labels (the input's when no move helps).
+    """
+    k = weight.shape[0]
+
+    def screen(lab: torch.Tensor) -> float:
+        return solve_embeddings(weight, bias, dw, db, lab, init_for(lab), iterations=screen_iterations,
+                                polish_steps=0, nonnegative=nonnegative)[1]
+
+    current = labels.sort().values
+    best_res = screen(current)
+    for _ in range(passes):
+        move, move_res = None, best_res * min_gain
+        for a in current.unique().tolist():
+            for c in range(k):
+                if c == a:
+                    continue
+                cand = current.clone()
+                cand[int((cand == a).nonzero()[0, 0])] = c
+                cand = cand.sort().values
+                res = screen(cand)
+                if res < move_res:
+                    move, move_res = cand, res
+        if move is None:
+            break
+        current, best_res = move, move_res
+    return current
