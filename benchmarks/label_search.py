@@ -50,6 +50,8 @@ def run(args) -> dict:
     gen = torch.Generator().manual_seed(args.seed)
     aux_idx = torch.randperm(len(train), generator=gen)[:2000]
     x_aux, y_aux = train.x[aux_idx], train.y[aux_idx]
+    if any(not 1 < b <= k for b in sizes):  # before any training: bad input loses nothing
+        raise SystemExit(f"--sizes: the search runs only for 1 < B <= K = {k}; got {sizes}")
     results, info = [], {}
     for model_name in models:
         trained = common.train_checkpoints(model_name, train, sorted(steps.values()), seed=args.seed, width=args.width)
@@ -61,8 +63,6 @@ def run(args) -> dict:
             with torch.no_grad():  # experiment side: the centre for centred scores
                 center = model.features(x_aux[:1000]).mean(0)
             for b in sizes:
-                if not 1 < b <= k:
-                    raise SystemExit(f"--sizes: the search runs only for 1 < B <= K = {k}; got {b}")
                 rows: dict[bool, list] = {False: [], True: []}
                 for _ in range(batches):
                     idx = torch.randperm(len(test), generator=gen)[:b]

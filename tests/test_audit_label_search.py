@@ -49,3 +49,31 @@ def test_the_residual_is_zero_at_the_truth() -> None:
     w, bias, dw, db, e, y = _upload(seed=2)
     onehot = torch.nn.functional.one_hot(y, 8).double()
     assert head_residual(w, bias, dw, db, onehot, e) < 1e-20
+
+
+def test_reconstruct_features_uses_the_corrected_labels() -> None:
+    # Prepare: an untrained MLP, batch {0,1,1,3}; the server's class-probability matrix wrongly says the
+    # model is confident, so label-count recovery errs (seeds 10 and 13 found by trying seeds 0-19)
+    from cotrain.audit import ReconstructionSettings, auxiliary_prior, reconstruct_features
+    from cotrain.audit.threat_model import simulate_upload
+    from cotrain.models import build_model
+
+    k = 5
+    for seed in (10, 13):
+        model = build_model("mlp", input_shape=(10,), num_classes=k, seed=seed, hidden=[8, 12])
+        gen = torch.Generator().manual_seed(seed)
+        x, y = torch.randn(4, 10, generator=gen), torch.tensor([0, 1, 1, 3])
+        upload = simulate_upload(model, x, y)
+        prior = auxiliary_prior(model, torch.randn(100, 10, generator=gen), torch.arange(100) % k)
+        wrong_m = torch.full((k, k), 0.02) + 0.9 * torch.eye(k)
+        with torch.no_grad():
+            e_true = model.features(x)
+        # Execute
+        off, on = (reconstruct_features(model, upload, prior=prior, class_probs=wrong_m,
+                                        settings=ReconstructionSettings(steps=0, label_search=s)) for s in (False, True))
+        # Assert: without the search the multiset is wrong; with it, right
+        assert off.labels.tolist() != [0, 1, 1, 3]
+        assert on.labels.tolist() == [0, 1, 1, 3]
+        # E(X) from the right multiset is far closer (seed 10: worst match 0.94 vs 0.74; seed 13: 1.00 vs 0.83)
+        on_match, off_match = (_best_match(r.embeddings.double(), e_true.double()) for r in (on, off))
+        assert on_match > 0.9 and on_match > off_match + 0.1

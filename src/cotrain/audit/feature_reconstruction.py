@@ -350,12 +350,13 @@ def reconstruct_features(model: BlockModel, upload: ObservedUpload, *, prior: Au
             with torch.no_grad():
                 return last(init0).reshape(b, -1)
 
-        limit = None if settings.time_limit is None else settings.time_limit / 8
+        # a quarter of the budget for the head solve(s): two full solves when the search changes the labels
+        limit = None if settings.time_limit is None else settings.time_limit / (8 if settings.label_search else 4)
         solved, res = solve_embeddings(head.weight, head.bias, dw, db, labels, init_for(labels), nonnegative=nonneg,
                                        time_limit=limit)
         if settings.label_search:
             searched = refine_labels(head.weight, head.bias, dw, db, labels, init_for, nonnegative=nonneg)
-            if not torch.equal(searched, labels.sort().values):
+            if not torch.equal(searched, labels):  # both sorted
                 # the screen is a short solve: keep the new multiset only if its full solve is better too
                 alt, alt_res = solve_embeddings(head.weight, head.bias, dw, db, searched, init_for(searched),
                                                 nonnegative=nonneg, time_limit=limit)
