@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 from cotrain.runtime.message import Message
+from cotrain.runtime.spend import PrivacySpend
 
 SERVER = "server"
 
@@ -30,6 +31,7 @@ class LedgerEntry:
     shapes: tuple[tuple[int, ...], ...]
     dtypes: tuple[str, ...]
     bytes: int
+    value_bytes: int = 0
 
     @property
     def direction(self) -> str:
@@ -46,17 +48,6 @@ class LedgerEntry:
         d["shapes"] = [list(s) for s in self.shapes]
         d["dtypes"] = list(self.dtypes)
         return d
-
-
-@dataclass(frozen=True)
-class PrivacySpend:
-    """One noised release: who released what, at which (epsilon, delta)."""
-
-    round: int
-    party: str
-    mechanism: str
-    epsilon: float
-    delta: float
 
 
 @dataclass
@@ -77,17 +68,33 @@ class Ledger:
             shapes=tuple(tuple(int(s) for s in t.shape) for t in message.tensors.values()),
             dtypes=tuple(str(t.dtype).replace("torch.", "") for t in message.tensors.values()),
             bytes=message.tensor_bytes,
+            value_bytes=message.value_bytes,
         )
         self.entries.append(entry)
+        for spend in message.spends:  # a noised release is on the ledger with the message that carries it
+            if spend.party != entry.sender:
+                raise ValueError(f"message from {entry.sender!r} carries a privacy spend of {spend.party!r}")
+            self.record_privacy(spend)
         return entry
 
     def record_privacy(self, spend: PrivacySpend) -> None:
+        if not isinstance(spend, PrivacySpend):
+            raise TypeError(f"expected a PrivacySpend, got {type(spend).__name__}")
         self.privacy.append(spend)
 
     # -- queries -------------------------------------------------------------------------
     def total_bytes(self, *, direction: str | None = None, round: int | None = None,
                     payload: str | None = None) -> int:
+        """Tensor bytes (the closed-form communication cost counts these)."""
         return sum(e.bytes for e in self._select(direction, round, payload))
+
+    def total_value_bytes(self, *, direction: str | None = None, round: int | None = None) -> int:
+        """Bytes of the messages' JSON values, kept apart from tensor bytes."""
+        return sum(e.value_bytes for e in self._select(direction, round, None))
+
+    def spends_of(self, party: str) -> list[PrivacySpend]:
+        """Every noised release of ``party``, in order."""
+        return [p for p in self.privacy if p.party == party]
 
     def bytes_by_round(self, direction: str | None = None) -> dict[int, int]:
         out: dict[int, int] = defaultdict(int)
@@ -117,7 +124,7 @@ class Ledger:
             for e in self.entries:
                 f.write(json.dumps(e.to_json()) + "\n")
             for p in self.privacy:
-                f.write(json.dumps({"privacy": asdict(p)}) + "\n")
+                f.write(json.dumps({"privacy": p.to_json()}) + "\n")
 
     @classmethod
     def read_jsonl(cls, path: str | Path) -> "Ledger":
@@ -126,12 +133,12 @@ class Ledger:
             for line in f:
                 d = json.loads(line)
                 if "privacy" in d:
-                    ledger.privacy.append(PrivacySpend(**d["privacy"]))
+                    ledger.privacy.append(PrivacySpend.from_json(d["privacy"]))
                     continue
                 ledger.entries.append(LedgerEntry(
                     round=d["round"], sender=d["sender"], receiver=d["receiver"], kind=d["kind"],
                     payload=d["payload"], tensor_names=tuple(d["tensor_names"]),
                     shapes=tuple(tuple(s) for s in d["shapes"]), dtypes=tuple(d["dtypes"]),
-                    bytes=d["bytes"],
+                    bytes=d["bytes"], value_bytes=d.get("value_bytes", 0),
                 ))
         return ledger
