@@ -31,7 +31,7 @@ from cotrain.seeding import torch_generator
 from cotrain.split import (SplitAgent, SplitSettings, communication_model, epoch_batches, method_bytes, run_split,
                            split_model)
 from cotrain.split.launch import launch
-from cotrain.split.leakage import ActivationRecorder, attribute_leakage, true_attribute
+from cotrain.audit.split_leakage import ActivationRecorder, attribute_leakage, true_attribute
 from cotrain.runtime.rpc import EchoAgent, round_trip_times
 
 METHODS = ("centralised", "sl", "sflv1", "sflv2", "fedavg")

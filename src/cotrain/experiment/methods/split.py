@@ -102,7 +102,7 @@ class SplitLearning(Method):
         from cotrain.federated import evaluate, model_state
         from cotrain.runtime import InProcessGrid
         from cotrain.split import communication_model, run_split
-        from cotrain.split.leakage import ActivationRecorder
+        from cotrain.audit.split_leakage import ActivationRecorder
 
         s = self.cfg.split
         grid = InProcessGrid(self.agents)
@@ -136,7 +136,7 @@ class SplitLearning(Method):
         import torch
 
         from cotrain.split import split_model
-        from cotrain.split.leakage import attribute_leakage, true_attribute
+        from cotrain.audit.split_leakage import attribute_leakage, true_attribute
 
         s = self.cfg.split
         pids = sorted(recorder.received)
