@@ -17,7 +17,8 @@ def test_observer_attacks_chosen_round_and_scores(tiny_dataset):
     obs(1, {"p0": TrainResult(grads, "gradient", 50, 4, 0.0)}, model)
     assert obs.rows == []
     obs(2, {"p0": TrainResult(grads, "gradient", 50, 4, 0.0)}, model)
-    assert len(obs.rows) == 1 and 0.0 <= obs.rows[0]["attribute_accuracy"] <= 1.0
+    assert len(obs.rows) == 1 and obs.rows[0]["batch_size"] == 4
+    assert obs.rows[0]["attribute_accuracy"] * 4 in (0.0, 1.0, 2.0, 3.0, 4.0)  # a share of the batch's 4 samples
 
 
 def test_audit_config_for_saved_run(tmp_path):

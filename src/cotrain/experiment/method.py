@@ -97,6 +97,12 @@ class Method(ABC):
         """How many participants take part, for the summary."""
         return self.cfg.data.participants
 
+    @property
+    def test_samples(self) -> int | None:
+        """How many held-out samples score the model each round (None: not scored)."""
+        data = getattr(self, "data", None)
+        return len(data.splits.test) if data is not None else None
+
     def partition_view(self) -> "tuple[ArrayDataset, list[np.ndarray]] | None":
         """The data set split across participants and each one's indices (for the partition
         plot), or None when the method has no such split."""

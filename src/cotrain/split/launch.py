@@ -13,7 +13,6 @@ import io
 import multiprocessing as mp
 import os
 import queue
-import socket
 import time
 import traceback
 from typing import Any, Callable, Mapping
@@ -21,14 +20,8 @@ from typing import Any, Callable, Mapping
 import torch
 
 from cotrain.runtime.grid import Participant
+from cotrain.runtime.ports import free_port
 from cotrain.runtime.rpc import RpcGrid, serve
-
-
-def free_port(address: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``address``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((address, 0))
-        return int(s.getsockname()[1])
 
 
 def _agent_main(factory: Callable[[], Participant], rank: int, world_size: int, address: str, port: int,

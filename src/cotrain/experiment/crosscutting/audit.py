@@ -97,16 +97,15 @@ def tsne_png(points: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path
     """t-SNE of true (dots) and rebuilt (crosses) E(X), coloured by attribute (the document's Fig. 1)."""
     if not points:
         return None
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot, no backend switch
     from sklearn.manifold import TSNE
 
     feats = np.concatenate([p[0].reshape(len(p[0]), -1) for p in points])
     attr = np.concatenate([p[1] for p in points])
     rebuilt = np.concatenate([p[2] for p in points])
     emb = TSNE(n_components=2, perplexity=min(30.0, max(2.0, len(feats) / 4)), random_state=0).fit_transform(feats)
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
     for flag, marker, label in ((False, "o", "true"), (True, "x", "rebuilt")):
         sel = rebuilt == flag
         ax.scatter(emb[sel, 0], emb[sel, 1], c=attr[sel], cmap="coolwarm", marker=marker, s=14, label=label)
@@ -114,7 +113,6 @@ def tsne_png(points: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path
     ax.set_title("E(X): true vs rebuilt, coloured by attribute")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

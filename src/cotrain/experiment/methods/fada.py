@@ -163,7 +163,7 @@ def fada_setup(cfg: "ExperimentConfig") -> FadaSetup:
     sources = {participant_id(i): _prepare(data.participant_data(i), s) for i in range(len(data.parts))}
     shapes = {d.input_shape for d in sources.values()} | {target_train.input_shape}
     if len(shapes) != 1:
-        raise ConfigError(f"fada: source and target inputs differ in shape {sorted(shapes)}; "
+        raise ConfigError(f"fada.size: source and target inputs differ in shape {sorted(shapes)}; "
                           "set fada.size and fada.channels", key="fada.size")
     labels = index = None
     if s.target_labels:
@@ -248,6 +248,10 @@ class FederatedAdversarialDA(Method):
 
     def partition_view(self) -> Any:
         return self.data.splits.train, self.data.parts
+
+    @property
+    def test_samples(self) -> int:
+        return len(self.target_test)
 
     def run(self, ctx: RunContext) -> MethodOutcome:
         from cotrain.experiment.report import key_value_html

@@ -20,6 +20,7 @@ from flwr.app import ConfigRecord, RecordDict
 from flwr.app import Message as FlowerMessage
 from flwr.serverapp import Grid as FlowerGrid
 
+from cotrain.errors import RunFailedError
 from cotrain.runtime.flower.records import (META_KEY, flower_message_type, message_to_record_dict,
                                             record_dict_to_message)
 from cotrain.runtime.grid import Grid
@@ -30,7 +31,7 @@ HELLO = "cotrain.hello"
 IdOf = Callable[[int], str]
 
 
-class FlowerRuntimeError(RuntimeError):
+class FlowerRuntimeError(RunFailedError):
     """A node failed, did not answer in time, or is not the node the grid expected."""
 
 

@@ -24,16 +24,18 @@ from typing import Sequence
 import tomli_w
 import torch
 
+from cotrain.errors import RunFailedError
 from cotrain.runtime.flower.apps import DONE_FILE, ERROR_FILE, HISTORY_FILE, LEDGER_FILE, MODEL_FILE
 from cotrain.runtime.inprocess import InProcessGrid
 from cotrain.runtime.job import load_job
 from cotrain.runtime.ledger import Ledger
+from cotrain.runtime.ports import free_port
 
 RunResult = tuple[list[dict], Ledger, dict[str, torch.Tensor]]
 CONNECTION = "cotrain"
 
 
-class FlowerLaunchError(RuntimeError):
+class FlowerLaunchError(RunFailedError):
     """The Flower run failed, or did not finish in time; the message names the log folder."""
 
 
@@ -149,13 +151,6 @@ class ProcessGroup:
         left = tagged_processes(self.tag)
         if left:
             raise FlowerLaunchError(f"processes {left} survived SIGKILL")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def write_app(app_dir: Path, description: str, *, results_dir: Path, job: str,
