@@ -32,7 +32,7 @@ from cotrain.split import (SplitAgent, SplitSettings, communication_model, epoch
                            split_model)
 from cotrain.split.launch import launch
 from cotrain.split.leakage import ActivationRecorder, attribute_leakage, true_attribute
-from cotrain.split.rpc import EchoAgent, round_trip_times
+from cotrain.runtime.rpc import EchoAgent, round_trip_times
 
 METHODS = ("centralised", "sl", "sflv1", "sflv2", "fedavg")
 VARIANT = {"sl": "sequential", "sflv1": "sflv1", "sflv2": "sflv2"}

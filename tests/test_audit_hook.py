@@ -1,6 +1,6 @@
 import torch
 
-from cotrain.experiment.audit_hook import AuditObserver, AuditSection
+from cotrain.experiment.crosscutting.audit import AuditObserver, AuditSection
 from cotrain.federated.records import TrainResult
 from cotrain.models import build_model
 
@@ -21,7 +21,7 @@ def test_observer_attacks_chosen_round_and_scores(tiny_dataset):
 
 
 def test_audit_config_for_saved_run(tmp_path):
-    from cotrain.experiment.audit_hook import audit_config_for
+    from cotrain.experiment.crosscutting.audit import audit_config_for
     from cotrain.experiment.config import demo_config, save_config, with_overrides
 
     run = tmp_path / "demo"

@@ -159,7 +159,7 @@ def audit(
     quiet: bool = Quiet,
 ) -> None:
     """Gradient audit of a saved run: replay it (same seed, same uploads) with a curious server."""
-    from cotrain.experiment.audit_hook import audit_config_for
+    from cotrain.experiment.crosscutting.audit import audit_config_for
 
     with input_errors():
         cfg = audit_config_for(run_dir, rounds=rounds, attribute=attribute)

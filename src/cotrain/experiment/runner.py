@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 
 from cotrain.experiment.config import ExperimentConfig, config_from_dict, save_config
-from cotrain.experiment.methods import Method, MethodOutcome, RunContext, get_method
+from cotrain.experiment.method import Method, MethodOutcome, RunContext, get_method
 from cotrain.experiment.plots import plot_accuracy, plot_bytes, plot_partition
 from cotrain.experiment.report import Report, Section, image_html, key_value_html, round_rows, table_html
 from cotrain.experiment.rundir import RunFolder, create_run_dir

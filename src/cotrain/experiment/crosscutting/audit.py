@@ -1,8 +1,7 @@
 """The ``[audit]`` section of a FedSGD run: attack chosen uploads, score them, add a leakage section.
 
-Wiring (additive lines in the experiment layer): the ``audit`` field of ``ExperimentConfig``,
-and in the FedAvg method ``observers = audit_observers(cfg, participants, aux)``,
-``run_fedavg(..., observers=observers)``, then ``finish_audit(ctx, observers)``.
+Wiring: the section registers itself; the FedAvg method calls ``observers = audit_observers(cfg,
+participants, aux)``, ``run_fedavg(..., observers=observers)``, then ``finish_audit(ctx, observers)``.
 
 The observer is the curious server: the attack gets the upload, the shared model and the server's
 auxiliary data (the experiment's held-out split). ``truth(pid)`` — the participant's last batch,
@@ -16,23 +15,23 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from cotrain.audit.api import audit_upload, server_knowledge
 from cotrain.audit.feature_reconstruction import ReconstructionSettings
 from cotrain.audit.scoring import attribute_accuracy, match, proportion_error
 from cotrain.audit.threat_model import ObservedUpload
 from cotrain.data.base import ArrayDataset
+from cotrain.experiment.section import Section, register_section
 from cotrain.federated.records import TrainResult
 from cotrain.models.blocks import BlockModel
 
 Truth = Callable[[str], tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]
 
 
-class AuditSection(BaseModel):
+@register_section("audit")
+class AuditSection(Section):
     """``[audit]``: which uploads the curious server attacks and how hard."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
     enabled: bool = False
     rounds: list[int] = Field(default_factory=lambda: [1])
