@@ -27,11 +27,9 @@ def participant(data: ArrayDataset, pid: str = "p0", norm: str = "none") -> FedA
 
 
 def wrapped(attack: Behaviour, data: ArrayDataset, pid: str = "p0", norm: str = "none") -> BehavingParticipant:
-    """``attack`` around a fresh participant (data hook applied, bound for honest simulation)."""
+    """``attack`` around a fresh participant (data hook applied; the wrapper binds it to the participant)."""
     ctx = context(pid)
     inner = participant(attack.on_data(data, ctx), pid, norm)
-    if hasattr(attack, "bind"):
-        attack.bind(inner)
     return BehavingParticipant(inner, [attack], ctx)
 
 
