@@ -177,3 +177,20 @@ def test_audit_of_a_flower_run_gives_the_in_process_report(tmp_path):
         for k in a:
             assert b[k] == (pytest.approx(a[k], abs=1e-6) if isinstance(a[k], float) else a[k]), k
     assert remote.summary["audit_attribute_accuracy"] == pytest.approx(local.summary["audit_attribute_accuracy"])
+
+
+@pytest.mark.skipif(_ray_available() is not None, reason=_ray_available() or "")
+def test_an_attack_changes_the_same_participants_in_process_and_on_flower(cfg, reference, tmp_path):
+    """The attack wrapper is applied where participants are built, which both runtimes call."""
+    from cotrain.experiment.setup import participant_id, run_behaviours
+
+    attacked = cfg.model_copy(update={"attack": cfg.attack.model_copy(update={"name": "sign_flip",
+                                                                               "fraction": 0.34})})
+    malicious = run_behaviours(attacked, 3).malicious
+    assert len(malicious) == 1 and malicious[0] in [participant_id(i) for i in range(3)]
+    want = run_inprocess(attacked.model_dump_json(), job=FEDAVG)
+    got = _launch(run_flower_simulation, attacked, workdir=tmp_path, timeout_s=400)
+    _assert_nothing_left()
+    _assert_same_run(got, want)
+    # and the attack did change the run: the final model differs from the clean run's
+    assert any(not torch.allclose(want[2][k], reference[2][k]) for k in want[2])

@@ -135,16 +135,28 @@ def build_summary(cfg: ExperimentConfig, method: Method, outcome: MethodOutcome,
         "best_test_accuracy": max(accs) if accs else None,
         "bytes_up": ledger.total_bytes(direction="up"), "bytes_down": ledger.total_bytes(direction="down"),
         "bytes_total": ledger.total_bytes(), "bytes_by_payload": by_payload, "messages": len(ledger.entries),
-        "privacy_releases": len(ledger.privacy), "seconds": round(seconds, 3), "started": started,
+        "privacy_releases": len(ledger.privacy), **privacy_summary(cfg, ledger), "seconds": round(seconds, 3), "started": started,
         "cotrain_version": _version(), "torch_version": torch.__version__, "python": platform.python_version(),
         **outcome.summary,
     }
 
 
+def privacy_summary(cfg: ExperimentConfig, ledger: Ledger) -> dict[str, Any]:
+    """Epsilon per releasing party from the ledger's spends, by the configured accountant (nothing
+    when no noised release happened)."""
+    if not ledger.privacy:
+        return {}
+    from cotrain.privacy import epsilon_by_party
+
+    eps = epsilon_by_party(ledger, delta=cfg.privacy.delta, accountant=cfg.privacy.accountant)
+    return {"epsilon_by_party": eps, "epsilon_max": max(eps.values()), "delta": cfg.privacy.delta,
+            "accountant": cfg.privacy.accountant}
+
+
 def standard_sections(folder: RunFolder, method: Method, outcome: MethodOutcome,
                       summary: dict[str, Any]) -> list[Section]:
     """Summary, plots, per-round and per-participant tables (written as PNGs into the folder too)."""
-    shown = {k: v for k, v in summary.items() if k not in ("run_dir", "bytes_by_payload")}
+    shown = {k: v for k, v in summary.items() if k not in ("run_dir", "bytes_by_payload", "epsilon_by_party")}
     sections = [Section("Summary", key_value_html(shown))]
     if outcome.history:
         png = plot_accuracy(outcome.history, folder.plot("accuracy"))
@@ -170,7 +182,14 @@ def standard_sections(folder: RunFolder, method: Method, outcome: MethodOutcome,
                     f"{summary['excluded_uploads']} uploads excluded in all.")))
     sections.append(Section("Per round", table_html(round_rows(outcome.history))))
     if outcome.participant_rows:
-        sections.append(Section("Per participant", table_html(outcome.participant_rows)))
+        eps = summary.get("epsilon_by_party", {})
+        rows = [{**r, **({"epsilon": eps.get(r.get("participant"))} if eps else {})} for r in outcome.participant_rows]
+        sections.append(Section("Per participant", table_html(rows)))
+    if summary.get("epsilon_by_party"):
+        sections.append(Section("Privacy", key_value_html({
+            f"epsilon of {p}": round(e, 4) for p, e in sorted(summary["epsilon_by_party"].items())} | {
+            "delta": summary["delta"], "accountant": summary["accountant"],
+            "releases on the ledger": summary["privacy_releases"]})))
     return sections
 
 
