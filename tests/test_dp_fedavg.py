@@ -220,3 +220,60 @@ def test_dp_client_on_fedavg_participants_gives_each_its_own_account(tiny_datase
     for pid, k in taken.items():
         if k:
             assert eps[pid] == epsilon_of([PrivacySpend(1, pid, "gaussian", 2.0, 0.5, count=k)], delta=DELTA)
+
+
+def test_fedavg_with_a_no_op_dp_client_equals_fedavg_bit_for_bit(tiny_dataset):
+    # Prepare: the same federation with and without dp_client(noise 0, no clip)
+    from cotrain.behaviours import BehaviourSpec, behave
+    from cotrain.federated import FedAvgParticipant, FedAvgSettings, run_fedavg
+    from cotrain.models import build_model
+
+    factory = lambda: build_model("mlp", input_shape=(1, 8, 8), num_classes=3, hidden=[8], seed=1)  # noqa: E731
+    settings = FedAvgSettings(rounds=2, participants_per_round=2, local_steps=2, batch_size=8, lr=0.1)
+    states = {}
+    for name, defences in (("plain", ()), ("dp", (("dp_client", {"clip_norm": None, "noise_multiplier": 0.0}),))):
+        spec = BehaviourSpec(defences=defences)
+        parts = {}
+        for i in range(3):
+            pid = f"p{i}"
+            behaviours, ctx = spec.for_participant(pid, seed=5, num_participants=3)
+            parts[pid] = behave(lambda d, pid=pid: FedAvgParticipant(pid, model_factory=factory, train_data=d, seed=5),
+                                tiny_dataset.subset(range(i, 90, 3)), behaviours, ctx)
+        model = factory()
+        # Execute
+        grid = InProcessGrid(parts)
+        run_fedavg(grid, model, settings, seed=5)
+        states[name] = (model.state_dict(), grid.ledger)
+    # Assert
+    assert all(torch.equal(states["plain"][0][k], v) for k, v in states["dp"][0].items())
+    assert states["dp"][1].privacy == [] and epsilon_by_party(states["dp"][1], delta=DELTA) == {}
+
+
+def test_epsilon_by_party_reads_a_ledger_written_to_jsonl(tmp_path):
+    # Prepare: a ledger with a client's release (on its message) and a server's release
+    from cotrain.runtime import Ledger
+
+    ledger = Ledger()
+    reply = Message("train", tensors={"w": torch.zeros(2)}, payload=PayloadKind.PARAMETERS,
+                    spends=(PrivacySpend(1, "p0", "gaussian", 1.3, 0.5, release="update"),))
+    ledger.record(reply, sender="p0", receiver="server", round=1)
+    ledger.record_privacy(PrivacySpend(1, "server", "gaussian", 0.9, 0.1, sampling_rate=0.2, release="aggregate"))
+    ledger.write_jsonl(tmp_path / "ledger.jsonl")
+    # Execute
+    eps = epsilon_by_party(Ledger.read_jsonl(tmp_path / "ledger.jsonl"), delta=DELTA, accountant="rdp")
+    # Assert
+    assert eps == {"p0": epsilon_of(ledger.spends_of("p0"), delta=DELTA, accountant="rdp"),
+                   "server": epsilon_of(ledger.spends_of("server"), delta=DELTA, accountant="rdp")}
+    assert list(eps) == ["p0", "server"] and eps["p0"] > 0 and eps["server"] > 0
+
+
+def test_dp_options_in_an_experiment_file_are_checked_as_config_errors():
+    from cotrain.experiment import ConfigError, parse_config
+
+    for text, key in (('[defence]\nname = "dp_client"\noptions = { clip_norm = 1.0, noise_multiplier = 1.0, '
+                       'sampling_rate = 0.5 }\n', "defence.options"),
+                      ('[aggregation]\nname = "dp_fedavg"\noptions = { clip_norm = -1.0, noise_multiplier = 1.0 }\n',
+                       "aggregation.options")):
+        with pytest.raises(ConfigError) as err:
+            parse_config(text)
+        assert str(err.value).startswith(key) and "\n" not in str(err.value)
