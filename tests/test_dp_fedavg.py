@@ -195,24 +195,36 @@ def test_dp_fedavg_in_run_fedavg_records_a_server_spend_every_round(tiny_dataset
     assert history[0].aggregation["info"] == {"noise_std": 0.25}
 
 
-def test_dp_client_on_fedavg_participants_gives_each_its_own_account(tiny_dataset):
-    # Prepare: 3 FedAvg participants wrapped by dp_client, 2 sampled a round, 4 rounds
-    from cotrain.behaviours import BehaviourSpec, behave
-    from cotrain.federated import FedAvgParticipant, FedAvgSettings, run_fedavg
+def _mlp():
     from cotrain.models import build_model
 
-    factory = lambda: build_model("mlp", input_shape=(1, 8, 8), num_classes=3, hidden=[8], seed=1)  # noqa: E731
-    spec = BehaviourSpec(defences=(("dp_client", {"clip_norm": 0.5, "noise_multiplier": 2.0}),))
+    return build_model("mlp", input_shape=(1, 8, 8), num_classes=3, hidden=[8], seed=1)
+
+
+def _behaving_federation(data, defences, n=3, seed=5):
+    """n FedAvg participants on interleaved shares of ``data``, each wrapped by ``defences``."""
+    from cotrain.behaviours import BehaviourSpec, behave
+    from cotrain.federated import FedAvgParticipant
+
+    spec = BehaviourSpec(defences=tuple(defences))
     parts = {}
-    for i in range(3):
+    for i in range(n):
         pid = f"p{i}"
-        behaviours, ctx = spec.for_participant(pid, seed=5, num_participants=3)
-        parts[pid] = behave(lambda d, pid=pid: FedAvgParticipant(pid, model_factory=factory, train_data=d, seed=5),
-                            tiny_dataset.subset(range(i, 90, 3)), behaviours, ctx)
+        behaviours, ctx = spec.for_participant(pid, seed=seed, num_participants=n)
+        parts[pid] = behave(lambda d, pid=pid: FedAvgParticipant(pid, model_factory=_mlp, train_data=d, seed=seed),
+                            data.subset(range(i, 30 * n, n)), behaviours, ctx)
+    return parts
+
+
+def test_dp_client_on_fedavg_participants_gives_each_its_own_account(tiny_dataset):
+    # Prepare: 3 FedAvg participants wrapped by dp_client, 2 sampled a round, 4 rounds
+    from cotrain.federated import FedAvgSettings, run_fedavg
+
+    parts = _behaving_federation(tiny_dataset, [("dp_client", {"clip_norm": 0.5, "noise_multiplier": 2.0})])
     grid = InProcessGrid(parts)
     settings = FedAvgSettings(rounds=4, participants_per_round=2, local_steps=2, batch_size=8, lr=0.1)
     # Execute
-    history = run_fedavg(grid, factory(), settings, seed=5)
+    history = run_fedavg(grid, _mlp(), settings, seed=5)
     eps = epsilon_by_party(grid.ledger, delta=DELTA)
     # Assert: a participant's epsilon is that of the rounds it took part in (sampling rate 1)
     taken = {pid: sum(pid in h.participants for h in history) for pid in parts}
@@ -224,24 +236,13 @@ def test_dp_client_on_fedavg_participants_gives_each_its_own_account(tiny_datase
 
 def test_fedavg_with_a_no_op_dp_client_equals_fedavg_bit_for_bit(tiny_dataset):
     # Prepare: the same federation with and without dp_client(noise 0, no clip)
-    from cotrain.behaviours import BehaviourSpec, behave
-    from cotrain.federated import FedAvgParticipant, FedAvgSettings, run_fedavg
-    from cotrain.models import build_model
+    from cotrain.federated import FedAvgSettings, run_fedavg
 
-    factory = lambda: build_model("mlp", input_shape=(1, 8, 8), num_classes=3, hidden=[8], seed=1)  # noqa: E731
     settings = FedAvgSettings(rounds=2, participants_per_round=2, local_steps=2, batch_size=8, lr=0.1)
     states = {}
-    for name, defences in (("plain", ()), ("dp", (("dp_client", {"clip_norm": None, "noise_multiplier": 0.0}),))):
-        spec = BehaviourSpec(defences=defences)
-        parts = {}
-        for i in range(3):
-            pid = f"p{i}"
-            behaviours, ctx = spec.for_participant(pid, seed=5, num_participants=3)
-            parts[pid] = behave(lambda d, pid=pid: FedAvgParticipant(pid, model_factory=factory, train_data=d, seed=5),
-                                tiny_dataset.subset(range(i, 90, 3)), behaviours, ctx)
-        model = factory()
+    for name, defences in (("plain", []), ("dp", [("dp_client", {"clip_norm": None, "noise_multiplier": 0.0})])):
+        model, grid = _mlp(), InProcessGrid(_behaving_federation(tiny_dataset, defences))
         # Execute
-        grid = InProcessGrid(parts)
         run_fedavg(grid, model, settings, seed=5)
         states[name] = (model.state_dict(), grid.ledger)
     # Assert
