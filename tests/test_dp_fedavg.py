@@ -278,3 +278,35 @@ def test_dp_options_in_an_experiment_file_are_checked_as_config_errors():
         with pytest.raises(ConfigError) as err:
             parse_config(text)
         assert str(err.value).startswith(key) and "\n" not in str(err.value)
+
+
+@pytest.mark.flower
+@pytest.mark.slow
+def test_both_placements_on_the_flower_simulation_engine_equal_the_in_process_run(tmp_path):
+    # Prepare: FedAvg with dp_client and dp_fedavg together, 3 participants, 2 a round, 2 rounds
+    pytest.importorskip("flwr")
+    pytest.importorskip("ray")
+    from cotrain.experiment.config import ExperimentConfig
+    from cotrain.runtime.flower.launch import run_flower_simulation, run_inprocess
+    from cotrain.runtime.job import load_job
+
+    job = "cotrain.experiment.methods.fedavg:FLOWER_JOB"
+    cfg = ExperimentConfig.model_validate({
+        "run": {"seed": 7},
+        "data": {"dataset": "synthetic", "participants": 3,
+                 "options": {"n_train": 240, "n_test": 60, "size": 16, "num_classes": 4}},
+        "model": {"name": "mlp", "options": {"hidden": [16]}},
+        "fedavg": {"rounds": 2, "participants_per_round": 2, "local_steps": 2, "batch_size": 16, "lr": 0.2},
+        "defence": {"name": "dp_client", "options": {"clip_norm": 1.0, "noise_multiplier": 0.5}},
+        "aggregation": {"name": "dp_fedavg", "options": {"clip_norm": 2.0, "noise_multiplier": 0.3,
+                                                         "sampling_rate": 2 / 3}},
+    }).model_dump_json()
+    # Execute
+    _, ref_ledger, ref_state = run_inprocess(cfg, job=job)
+    _, ledger, state = run_flower_simulation(cfg, job=job, num_participants=load_job(job).num_participants(cfg),
+                                             workdir=tmp_path, timeout_s=400)
+    # Assert: the same releases (the noise streams do not depend on the runtime), epsilons, model
+    assert ledger.privacy == ref_ledger.privacy
+    assert [s.party for s in ref_ledger.privacy].count("server") == 2
+    assert epsilon_by_party(ledger, delta=DELTA) == epsilon_by_party(ref_ledger, delta=DELTA)
+    assert all(torch.allclose(state[k], v, atol=1e-5) for k, v in ref_state.items())
