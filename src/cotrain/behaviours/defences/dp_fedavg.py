@@ -29,6 +29,9 @@ sampling belongs to the server-side placement, which records a spend every round
 With noise on, the reply's data-dependent values that are not noised (``train_loss``,
 ``metrics``) are withheld (NaN / empty): they would void the claim. ``num_examples`` and
 ``batch_size`` are kept for the server's weighting and are not protected (treat them as public).
+
+Only FedAvg / FedSGD train replies (kind ``"train"``) are touched: evaluation replies and the
+messages of split learning and FADA pass unchanged, so they carry no spend and no claim.
 """
 
 from __future__ import annotations
