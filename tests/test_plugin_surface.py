@@ -162,3 +162,42 @@ def test_a_new_rule_is_one_class_and_reaches_the_config_and_the_round_record(tmp
             config_from_dict({"aggregation": {"name": "toy_first", "options": {"scale": -1.0}}})
     finally:
         AGGREGATORS.remove("toy_first")
+
+
+@pytest.mark.parametrize("sections, key", [
+    ({"aggregation": {"name": "dp_fedavg"}}, "aggregation.options: aggregator 'dp_fedavg': missing required option"),
+    ({"method": {"name": "fada"}, "aggregation": {"name": "dp_fedavg",
+                                                   "options": {"clip_norm": 1.0, "noise_multiplier": 1.0}}},
+     "aggregation.name: 'dp_fedavg' works with the fedavg, split method(s), not 'fada'"),
+    ({"method": {"name": "split"}, "defence": {"name": "dp_client",
+                                                "options": {"clip_norm": 1.0, "noise_multiplier": 1.0}}},
+     "defence.name: 'dp_client' works with the fedavg method(s), not 'split'"),
+])
+def test_privacy_options_are_stated_and_used_only_where_they_act(sections, key):
+    from cotrain.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(sections)
+    assert str(err.value).startswith(key), str(err.value)
+
+
+def test_summary_reports_epsilon_per_releasing_party(tmp_path):
+    # Prepare: client-side DP-FedAvg, every participant every round, 2 rounds
+    from cotrain.privacy import PrivacySpend, epsilon_of
+
+    cfg = config_from_dict({
+        "run": {"name": "dp", "output_dir": str(tmp_path), "seed": 1},
+        "data": {"participants": 2, "max_train_samples": 80, "max_test_samples": 40,
+                 "options": {"size": 16, "num_classes": 3, "n_train": 80, "n_test": 40}},
+        "model": {"name": "mlp", "options": {"hidden": [8]}},
+        "fedavg": {"rounds": 2, "local_steps": 1, "batch_size": 8},
+        "defence": {"name": "dp_client", "options": {"clip_norm": 1.0, "noise_multiplier": 2.0}},
+        "privacy": {"delta": 1e-5},
+    })
+    # Execute
+    result = run_experiment(cfg)
+    # Assert: two Gaussian releases of noise multiplier 2 each, composed by the accountant
+    want = epsilon_of([PrivacySpend(r, "x", "gaussian", 2.0, 1.0) for r in (1, 2)], delta=1e-5)
+    assert result.summary["epsilon_by_party"] == pytest.approx({"participant-000": want, "participant-001": want})
+    assert result.summary["privacy_releases"] == 4 and result.summary["delta"] == 1e-5
+    assert "Privacy" in (result.run_dir / "report.html").read_text()

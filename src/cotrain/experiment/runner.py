@@ -183,7 +183,8 @@ def standard_sections(folder: RunFolder, method: Method, outcome: MethodOutcome,
     sections.append(Section("Per round", table_html(round_rows(outcome.history))))
     if outcome.participant_rows:
         eps = summary.get("epsilon_by_party", {})
-        rows = [{**r, **({"epsilon": eps.get(r.get("participant"))} if eps else {})} for r in outcome.participant_rows]
+        rows = [{**r, **({"epsilon": eps.get(r.get("participant"), "no claim")} if eps else {})}
+                for r in outcome.participant_rows]
         sections.append(Section("Per participant", table_html(rows)))
     if summary.get("epsilon_by_party"):
         sections.append(Section("Privacy", key_value_html({

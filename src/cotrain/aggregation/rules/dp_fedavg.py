@@ -28,6 +28,8 @@ parameters themselves clipped: do not use this rule there.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from typing import Sequence
 
 import torch
@@ -52,6 +54,8 @@ class DPFedAvg(Aggregator):
             accountant treats it as Poisson sampling; the server's fixed-size sample without
             replacement is the usual approximation of it.
     """
+
+    methods: ClassVar[tuple[str, ...]] = ("fedavg", "split")  # needs a reference state to clip updates
 
     on_updates = True  # clipping is on updates w_k - w, not on parameters
 

@@ -36,6 +36,8 @@ messages of split learning and FADA pass unchanged, so they carry no spend and n
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import math
 
 import torch
@@ -61,6 +63,8 @@ class DPClient(Behaviour):
 
     With ``noise_multiplier=0`` and ``clip_norm=None`` replies leave unchanged, bit for bit.
     """
+
+    methods: ClassVar[tuple[str, ...]] = ("fedavg",)  # acts on FedAvg / FedSGD train replies only
 
     def __init__(self, *, clip_norm: float | None, noise_multiplier: float, sampling_rate: float = 1.0) -> None:
         self.clip_norm, self.noise_multiplier = check.clip_and_noise(clip_norm, noise_multiplier, "dp_client")
