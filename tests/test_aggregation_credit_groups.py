@@ -132,3 +132,50 @@ def test_server_set_groups_are_used_and_must_cover_every_upload():
     assert out.info["groups"] == 2.0
     with pytest.raises(AggregationError, match="grouped some uploads"):
         agg([Upload("a", {"w": torch.tensor([0.0])}, group=0), Upload("b", {"w": torch.tensor([1.0])})])
+
+
+def synthetic_round(seed, attack, n=20, f=6, d=500):
+    """Non-IID honest updates (5 label-skew clusters, uneven noise and example counts), the first f replaced."""
+    g = torch.Generator().manual_seed(seed)
+    mu = 0.1 * torch.randn(d, dtype=torch.float64, generator=g)
+    drift = 0.1 * torch.randn(5, d, dtype=torch.float64, generator=g)
+    noise = (0.5 + torch.rand(n, 1, dtype=torch.float64, generator=g)) * 0.05
+    x = mu + drift[torch.arange(n) % 5] + noise * torch.randn(n, d, dtype=torch.float64, generator=g)
+    w = torch.randint(20, 200, (n,), generator=g).to(torch.float64)
+    h = x[f:]
+    bad = {"sign": -x[:f], "scale": 10 * x[:f], "noise": torch.randn(f, d, dtype=torch.float64, generator=g),
+           "ipm100": -100 * h.mean(dim=0).repeat(f, 1), "alie": (h.mean(dim=0) - 0.674 * h.std(dim=0)).repeat(f, 1)}
+    target = (w[f:] @ h) / w[f:].sum()
+    return torch.cat([bad[attack], h]), w, target
+
+
+def test_the_robust_reading_has_the_smaller_worst_case_on_synthetic_updates():
+    # Prepare: 30 % attackers, five attacks, eight rounds each; error = |aggregate - honest FedAvg| / |honest FedAvg|
+    worst = {}
+    for name in RULES:
+        errors = []
+        for attack in ("sign", "scale", "noise", "ipm100", "alie"):
+            for seed in range(8):
+                x, w, target = synthetic_round(seed, attack)
+                # Execute
+                out = run(name, x, w.tolist(), seed=seed, round=seed + 1)
+                errors.append(float(torch.linalg.vector_norm(out.vector - target) / torch.linalg.vector_norm(target)))
+        worst[name] = max(errors)
+    # Assert: the literal reading is thrown far off by some attack; the re-reading stays near
+    assert worst["credit_groups_robust"] < 0.5 < worst["credit_groups"]
+
+
+def test_the_upload_path_with_a_reference_and_an_integer_tensor():
+    # Prepare: parameter uploads (a weight, a bias, BatchNorm's counter) around a global state
+    g = torch.Generator().manual_seed(8)
+    ref = {"w": torch.randn(3, 2, generator=g), "b": torch.zeros(2), "n": torch.tensor(4)}
+    ups = [Upload(f"p{i}", {"w": ref["w"] + 0.01 * torch.randn(3, 2, generator=g),
+                            "b": 0.01 * torch.randn(2, generator=g), "n": torch.tensor(9)}, weight=10 + i)
+           for i in range(10)]
+    ups[3] = Upload("p3", {"w": ref["w"] + 5.0, "b": torch.full((2,), 5.0), "n": torch.tensor(9)}, weight=13)
+    # Execute
+    out = build_aggregator("credit_groups_robust")(ups, reference=ref, seed=1, round=2)
+    # Assert: the planted upload is out, shapes and dtypes kept, the counter copied from the first upload
+    assert "p3" in out.excluded
+    assert out.tensors["w"].shape == (3, 2) and out.tensors["w"].dtype == torch.float32
+    assert out.tensors["n"].item() == 9 and float((out.tensors["w"] - ref["w"]).abs().max()) < 0.05
