@@ -96,3 +96,12 @@ def test_bucketing_with_the_same_permutation(monkeypatch, inner, theirs):
     # Assert: the same bucket means, then the same inner rule (Krum: ByzFL's f + 1 again)
     assert means.shape == (6, 4)
     np.testing.assert_allclose(ours("", x, agg=agg, round=3, seed=9), theirs()(means), rtol=1e-12)
+
+
+@pytest.mark.parametrize("f", [0, 2, 3])
+def test_nnm_then_trimmed_mean(f):
+    x = inputs(10, 5, f, byzantine=3)
+    mixed = byzfl.NNM(f=f)(x)
+    np.testing.assert_allclose(build_aggregator("nnm", f=f).mix(torch.from_numpy(x)).numpy(), mixed, rtol=1e-12)
+    np.testing.assert_allclose(ours("nnm", x, f=f, rule="trimmed_mean", options={"beta": 0.2}),
+                               byzfl.TrMean(f=2)(mixed), rtol=1e-12)

@@ -12,7 +12,7 @@ from cotrain.aggregation.base import RoundContext
 # rules whose answer does not depend on the upload order (continuous inputs: no ties)
 ORDER_FREE = [("mean", {}), ("median", {}), ("trimmed_mean", {"beta": 0.2}), ("krum", {"f": 1}),
               ("multi_krum", {"f": 1}), ("geometric_median", {}), ("centered_clipping", {"tau": 1.0}),
-              ("fltrust", {})]
+              ("fltrust", {}), ("nnm", {"f": 2})]
 # rules that commute with adding one vector t to every upload
 EQUIVARIANT = [("mean", {}), ("median", {}), ("trimmed_mean", {"beta": 0.2}), ("krum", {"f": 1}),
                ("multi_krum", {"f": 1}), ("geometric_median", {"tol": 1e-12, "max_iter": 300})]
@@ -68,7 +68,7 @@ def test_translation_equivariance(name, options, case):
 
 
 @pytest.mark.parametrize("name", ["trimmed_mean", "krum", "multi_krum", "geometric_median", "centered_clipping",
-                                  "credit_groups", "credit_groups_robust", "bucketing"])
+                                  "credit_groups", "credit_groups_robust", "bucketing", "nnm"])
 @settings(max_examples=10, deadline=None)
 @given(case=cases)
 def test_identical_uploads_give_that_upload(name, case):

@@ -186,3 +186,15 @@ def test_bad_options_are_options_errors(name, options, message):
 def test_bucketing_names_an_unknown_inner_rule():
     with pytest.raises(UnknownNameError, match="unknown aggregator 'medain'"):
         build_aggregator("bucketing", rule="medain")
+
+
+def test_nnm_mixes_each_upload_with_its_nearest():
+    # Prepare: f = 1 of 4, so each row becomes the mean of its 3 nearest (itself included)
+    x = rows([0.0], [1.0], [3.0], [10.0])
+    agg = build_aggregator("nnm", f=1, rule="mean", options={"weighted": False})
+    # Execute
+    mixed = agg.mix(x)
+    out = combine("", x, agg=agg)
+    # Assert: 0 -> (0+1+3)/3, 1 -> (1+0+3)/3, 3 -> (3+1+0)/3, 10 -> (10+3+1)/3
+    assert mixed.reshape(-1).tolist() == pytest.approx([4 / 3, 4 / 3, 4 / 3, 14 / 3])
+    assert out.vector.item() == pytest.approx((3 * 4 / 3 + 14 / 3) / 4)

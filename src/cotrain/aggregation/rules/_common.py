@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from cotrain.aggregation.base import AggregationError
+from cotrain.aggregation.base import AGGREGATORS, AggregationError, Aggregator, build_aggregator
 from cotrain.errors import OptionsError
 
 MAD_TO_SIGMA = 1.4826  # 1 / Phi^-1(3/4): MAD * this estimates a normal's standard deviation
@@ -46,6 +46,14 @@ def choice_option(rule: str, name: str, value: Any, choices: tuple[str, ...]) ->
     if value not in choices:
         raise OptionsError(f"aggregator {rule!r}: {name} must be one of {', '.join(choices)}, got {value!r}")
     return str(value)
+
+
+def inner_rule(rule: str, name: Any, options: Any) -> Aggregator:
+    """A pre-aggregator's inner rule, ``build_aggregator(name, **options)`` with the options checked."""
+    if options is not None and not isinstance(options, dict):
+        raise OptionsError(f"aggregator {rule!r}: options must be a table of the inner rule's options, "
+                           f"got {options!r}")
+    return build_aggregator(AGGREGATORS.check_name(name), **(options or {}))
 
 
 def require(condition: bool, message: str) -> None:

@@ -20,10 +20,8 @@ from typing import Any
 
 import torch
 
-from cotrain.aggregation.base import (AGGREGATORS, Aggregator, Combined, RoundContext, build_aggregator,
-                                      register_aggregator)
-from cotrain.aggregation.rules._common import int_option
-from cotrain.errors import OptionsError
+from cotrain.aggregation.base import Aggregator, Combined, RoundContext, register_aggregator
+from cotrain.aggregation.rules._common import inner_rule, int_option
 from cotrain.seeding import derive_seed, numpy_rng
 
 
@@ -40,10 +38,7 @@ class Bucketing(Aggregator):
     def __init__(self, *, bucket_size: int = 2, rule: str = "geometric_median",
                  options: dict[str, Any] | None = None) -> None:
         self.bucket_size = int_option("bucketing", "bucket_size", bucket_size, minimum=1)
-        if options is not None and not isinstance(options, dict):
-            raise OptionsError(f"aggregator 'bucketing': options must be a table of the inner rule's options, "
-                               f"got {options!r}")
-        self.inner = build_aggregator(AGGREGATORS.check_name(rule), **(options or {}))
+        self.inner = inner_rule("bucketing", rule, options)
         self.needs_server_upload = self.inner.needs_server_upload  # type: ignore[misc]
 
     def buckets(self, n: int, context: RoundContext) -> list[list[int]]:
