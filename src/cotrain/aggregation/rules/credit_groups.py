@@ -55,7 +55,9 @@ class CreditGroups(Aggregator):
 
     Args:
         group_size: the target clients per group (>= 1); the round has max(2, n // group_size) groups.
-        k: the normalisation factor k > 0 of s_i; None uses the size of the client's group.
+        k: the normalisation factor k > 0 of s_i; None uses the number of clients the sum of s_i runs
+            over (the client's group, or its kept clients with ``denominator = "kept"``), so s_i = 1
+            when their scores are equal.
         eta: the preset learning rate eta > 0 of the target update (1 keeps a client's own step).
         kappa: the threshold's MADs above the median (>= 0).
         min_score: the floor of c_i (> 0), so that eta / s_i stays finite.
