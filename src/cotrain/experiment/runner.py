@@ -122,9 +122,7 @@ def build_summary(cfg: ExperimentConfig, method: Method, outcome: MethodOutcome,
     history, ledger = outcome.history, outcome.ledger
     last = history[-1] if history else {}
     accs = [r["test_accuracy"] for r in history if r.get("test_accuracy") is not None]
-    by_payload: dict[str, int] = {}
-    for e in ledger.entries:
-        by_payload[e.payload] = by_payload.get(e.payload, 0) + e.bytes
+    by_payload = ledger.bytes_by_payload()
     n_params = (sum(t.numel() for t in outcome.model_state.values() if t.is_floating_point())
                 if outcome.model_state else None)
     return {

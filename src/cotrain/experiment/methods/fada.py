@@ -266,7 +266,7 @@ class FederatedAdversarialDA(Method):
             history, ledger, state = [round_json(r, ids) for r in result.history], grid.ledger, \
                 model_state(self.setup.model)
         else:
-            history, ledger, state = self.run_on_flower(ctx)
+            history, ledger, state, _ = self.run_on_flower(ctx)
         summary: dict[str, Any] = {
             "topology": self.cfg.fada.topology, "target_dataset": self.cfg.fada.target_dataset,
             "aggregator": self.cfg.aggregation.name,

@@ -15,9 +15,9 @@ import numpy as np
 from pydantic import Field
 
 from cotrain.data.base import ArrayDataset
-from cotrain.errors import ConfigError
 from cotrain.experiment.crosscutting.aggregation import run_aggregator
-from cotrain.experiment.crosscutting.audit import audit_observers, finish_audit
+from cotrain.experiment.crosscutting.audit import (audit_observers, finish_audit, observers_from_json,
+                                                  observers_to_json, replayed_audit_observers)
 from cotrain.experiment.method import Method, MethodOutcome, RunContext, RoundJSON, register_method
 from cotrain.experiment.prepare import check_model_options, prepare_data, require_runtime, server_data, under_key
 from cotrain.experiment.records import round_json
@@ -59,9 +59,10 @@ def serve_fedavg(grid: "Grid", cfg: "ExperimentConfig") -> ServerResult:
     """The FedAvg server of an experiment, on any grid: global model, rule, test-split evaluation."""
     data = prepare_data(cfg)
     model = build_global_model(cfg, data)
+    observers = replayed_audit_observers(cfg, data, server_data(data))  # the curious server, where it runs
     history = run_fedavg(grid, model, cfg.fedavg.settings(), seed=cfg.run.seed, aggregator=run_aggregator(cfg),
-                         evaluate=lambda m: evaluate(m, server_data(data)))
-    return ServerResult([round_json(r) for r in history], model_state(model))
+                         evaluate=lambda m: evaluate(m, server_data(data)), observers=observers)
+    return ServerResult([round_json(r) for r in history], model_state(model), observers_to_json(observers))
 
 
 def fedavg_participant(cfg: "ExperimentConfig", index: int) -> "Participant":
@@ -90,9 +91,6 @@ class FedAvg(Method):
         self.participants = ({participant_id(i): build_fedavg_participant(cfg, i, self.data, self.behaviours)
                               for i in range(len(self.data.parts))}
                              if cfg.run.runtime == "inprocess" else {})
-        if cfg.audit.enabled and cfg.run.runtime != "inprocess":
-            raise ConfigError("audit.enabled: the gradient audit runs on the in-process runtime "
-                              "(set run.runtime = \"inprocess\")", key="audit.enabled")
         # the curious server's observers: built now, so a FedAvg (not FedSGD) run with an audit fails early
         self.observers = under_key("audit.enabled", lambda: audit_observers(cfg, self.participants, self.data.splits.test))
 
@@ -119,7 +117,8 @@ class FedAvg(Method):
             ledger, state = grid.ledger, model_state(self.model)
             audit_summary = finish_audit(ctx, observers)
         else:
-            records, ledger, state = self.run_on_flower(ctx)
+            records, ledger, state, artifacts = self.run_on_flower(ctx)
+            audit_summary = finish_audit(ctx, observers_from_json(self.cfg, artifacts))
         return MethodOutcome(history=records, ledger=ledger, model_state=state,
                              summary={"upload": self.cfg.fedavg.upload, "aggregator": self.cfg.aggregation.name,
                                       "malicious": list(self.behaviours.malicious), **audit_summary},
