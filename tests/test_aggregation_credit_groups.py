@@ -61,6 +61,7 @@ def test_literal_formulas_on_a_hand_worked_two_group_example():
     # thresholds: group 0 median 1 + 3 * 1.4826 * MAD 0.9; group 1 median 1 + 0; nobody is above
     assert out.info["threshold:g0"] == pytest.approx(1 + 3 * MAD_TO_SIGMA * 0.9)
     assert out.info["threshold:g1"] == pytest.approx(1.0) and out.excluded == []
+    assert [out.info[f"group:p{i}"] for i in range(5)] == [0.0, 0.0, 0.0, 1.0, 1.0]
     assert out.weights["p1"] == pytest.approx(2 * (31 / 3) / 6)  # the literal step amplifies p1 tenfold
 
 

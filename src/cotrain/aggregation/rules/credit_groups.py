@@ -19,7 +19,8 @@ gradient when the uploads are gradients), n_i its example count (``Upload.weight
 6. Global update: U = sum_G N_G U_G / sum_G N_G.
 
 With equal scores and eta = 1 this is FedAvg's weighted mean of the kept uploads. Scores: c_i;
-weights: n_i (eta / s_i) / sum_kept n_j; ``info``: each group's threshold ``threshold:g<k>``.
+weights: n_i (eta / s_i) / sum_kept n_j; ``info``: each group's threshold ``threshold:g<k>`` and
+each participant's group ``group:<id>`` (groups numbered 0.. in label order).
 The other readings measured beside it (``credit_groups_robust``) change four switches:
 ``centre`` and ``threshold`` ("group" or "round"), ``denominator`` ("group" or "kept") and ``cap_step``.
 """
@@ -118,6 +119,7 @@ class CreditGroups(Aggregator):
         for label, g in enumerate(groups):
             t = round_threshold if self.threshold == "round" else mad_threshold(c[g], self.kappa)
             info[f"threshold:g{label}"] = t
+            info.update({f"group:{ids[i]}": float(label) for i in g})
             kept[g] = c[g] <= t
         step = torch.zeros_like(c)
         for g in groups:
