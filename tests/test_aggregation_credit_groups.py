@@ -145,6 +145,8 @@ def synthetic_round(seed, attack, n=20, f=6, d=500):
     x = mu + drift[torch.arange(n) % 5] + noise * torch.randn(n, d, dtype=torch.float64, generator=g)
     w = torch.randint(20, 200, (n,), generator=g).to(torch.float64)
     h = x[f:]
+    if attack == "none":
+        return x, w, (w @ x) / w.sum()
     bad = {"sign": -x[:f], "scale": 10 * x[:f], "noise": torch.randn(f, d, dtype=torch.float64, generator=g),
            "ipm100": -100 * h.mean(dim=0).repeat(f, 1), "alie": (h.mean(dim=0) - 0.674 * h.std(dim=0)).repeat(f, 1)}
     target = (w[f:] @ h) / w[f:].sum()
@@ -181,3 +183,15 @@ def test_the_upload_path_with_a_reference_and_an_integer_tensor():
     assert "p3" in out.excluded
     assert out.tensors["w"].shape == (3, 2) and out.tensors["w"].dtype == torch.float32
     assert out.tensors["n"].item() == 9 and float((out.tensors["w"] - ref["w"]).abs().max()) < 0.05
+
+
+def test_the_robust_reading_keeps_honest_clients_without_an_attack():
+    # Prepare / Execute: 20 honest non-IID clients, 20 rounds
+    excluded = {name: 0 for name in RULES}
+    for name in RULES:
+        for seed in range(20):
+            x, w, target = synthetic_round(seed, "none")
+            out = run(name, x, w.tolist(), seed=seed, round=seed + 1)
+            excluded[name] += len(out.excluded)
+    # Assert: the goal, at most 5 % of honest clients excluded with no attack
+    assert excluded["credit_groups_robust"] / 400 <= 0.05
