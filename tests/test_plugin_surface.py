@@ -201,3 +201,21 @@ def test_summary_reports_epsilon_per_releasing_party(tmp_path):
     assert result.summary["epsilon_by_party"] == pytest.approx({"participant-000": want, "participant-001": want})
     assert result.summary["privacy_releases"] == 4 and result.summary["delta"] == 1e-5
     assert "Privacy" in (result.run_dir / "report.html").read_text()
+
+
+def test_fltrust_gets_the_servers_root_upload_and_scores_on_the_rest(tmp_path):
+    cfg = config_from_dict({
+        "run": {"name": "fltrust", "output_dir": str(tmp_path), "seed": 2},
+        "data": {"participants": 3, "max_train_samples": 120, "max_test_samples": 90,
+                 "options": {"size": 16, "num_classes": 3, "n_train": 120, "n_test": 90}},
+        "model": {"name": "mlp", "options": {"hidden": [8]}},
+        "fedavg": {"rounds": 2, "local_steps": 2, "batch_size": 8},
+        "aggregation": {"name": "fltrust", "root_samples": 30},
+    })
+    result = run_experiment(cfg)
+    assert result.summary["test_samples"] == 60  # the 30 root samples are never scored on
+    trust = result.history[0]["aggregation"]["scores"]
+    assert set(trust) == {"participant-000", "participant-001", "participant-002"}
+    assert all(0.0 <= t <= 1.0 for t in trust.values()) and max(trust.values()) > 0  # ReLU'd cosines
+    # nothing of the root set crossed: the ledger holds the 3 participants' messages only
+    assert {e.receiver for e in result.ledger.entries if e.direction == "down"} == set(trust)

@@ -12,7 +12,7 @@ import torch
 from cotrain.aggregation import Aggregate, Aggregator, Upload, build_aggregator
 from cotrain.federated.records import TrainInstruction, TrainResult, load_model_state, model_state
 from cotrain.models.blocks import BlockModel
-from cotrain.runtime.grid import Grid
+from cotrain.runtime.grid import Grid, Participant
 from cotrain.seeding import derive_seed, numpy_rng
 
 
@@ -81,7 +81,8 @@ def sample_participants(ids: list[str], settings: FedAvgSettings, *, seed: int, 
 def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed: int,
                evaluate: Evaluator | None = None,
                on_round: Callable[[RoundRecord], None] | None = None,
-               observers: list[Observer] | None = None, aggregator: Aggregator | None = None) -> list[RoundRecord]:
+               observers: list[Observer] | None = None, aggregator: Aggregator | None = None,
+               root: Participant | None = None) -> list[RoundRecord]:
     """Run ``settings.rounds`` rounds; ``model`` holds the global model and is updated in place.
 
     ``aggregator`` (default: ``build_aggregator("fedavg")``) combines each round's uploads, weighted
@@ -89,7 +90,9 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
     uploads); its per-participant weights, scores and exclusions go into the round record, and any
     noised release it makes (server-side DP) onto the ledger.
     ``observers`` see each round's uploads as the server received them (the curious server of the
-    gradient audit is one); they never see participants' data.
+    gradient audit is one); they never see participants' data. ``root`` is the server's own
+    participant on its clean root set (FLTrust): when the rule needs a server upload, the server
+    answers the round's instruction itself, off the grid (nothing crosses, nothing is on the ledger).
     """
     aggregator = aggregator if aggregator is not None else build_aggregator("fedavg")
     history: list[RoundRecord] = []
@@ -107,8 +110,13 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
             observe(rnd, results, model)
         reference = instr.parameters if settings.upload == "parameters" else None
         uploads = [Upload(pid, r.tensors, weight=r.num_examples) for pid, r in results.items()]
+        server_upload = None
+        if getattr(aggregator, "needs_server_upload", False):
+            if root is None:
+                raise ValueError(f"aggregator {aggregator.name!r} needs the server's own upload: give run_fedavg a root")
+            server_upload = TrainResult.from_message(root.handle(message.detached())).tensors
         outcome: Aggregate = aggregator(uploads, round=rnd, reference=reference,
-                                        seed=derive_seed(seed, "aggregation", rnd))
+                                        seed=derive_seed(seed, "aggregation", rnd), server_upload=server_upload)
         for spend in getattr(outcome, "spends", ()):  # server-side noise (DP-FedAvg) is a release too
             grid.ledger.record_privacy(spend)
         merged = outcome.tensors

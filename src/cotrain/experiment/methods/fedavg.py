@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import Field
 
 from cotrain.data.base import ArrayDataset
-from cotrain.experiment.crosscutting.aggregation import run_aggregator
+from cotrain.experiment.crosscutting.aggregation import run_aggregator, server_root
 from cotrain.experiment.crosscutting.audit import (audit_observers, finish_audit, observers_from_json,
                                                   observers_to_json, replayed_audit_observers)
 from cotrain.experiment.method import Method, MethodOutcome, RunContext, RoundJSON, register_method
@@ -60,8 +60,10 @@ def serve_fedavg(grid: "Grid", cfg: "ExperimentConfig") -> ServerResult:
     data = prepare_data(cfg)
     model = build_global_model(cfg, data)
     observers = replayed_audit_observers(cfg, data, server_data(data))  # the curious server, where it runs
-    history = run_fedavg(grid, model, cfg.fedavg.settings(), seed=cfg.run.seed, aggregator=run_aggregator(cfg),
-                         evaluate=lambda m: evaluate(m, server_data(data)), observers=observers)
+    aggregator = run_aggregator(cfg)
+    root, scored = server_root(cfg, aggregator, data)
+    history = run_fedavg(grid, model, cfg.fedavg.settings(), seed=cfg.run.seed, aggregator=aggregator,
+                         evaluate=lambda m: evaluate(m, scored), observers=observers, root=root)
     return ServerResult([round_json(r) for r in history], model_state(model), observers_to_json(observers))
 
 
@@ -88,6 +90,8 @@ class FedAvg(Method):
         check_model_options(cfg)
         self.model = under_key("model.options", lambda: build_global_model(cfg, self.data))
         self.behaviours = run_behaviours(cfg, len(self.data.parts))
+        self.aggregator = run_aggregator(cfg)
+        self.root, self.scored = server_root(cfg, self.aggregator, self.data)
         self.participants = ({participant_id(i): build_fedavg_participant(cfg, i, self.data, self.behaviours)
                               for i in range(len(self.data.parts))}
                              if cfg.run.runtime == "inprocess" else {})
@@ -98,11 +102,15 @@ class FedAvg(Method):
     def total_rounds(self) -> int:
         return self.cfg.fedavg.rounds
 
+    @property
+    def test_samples(self) -> int:
+        return len(self.scored)
+
     def partition_view(self) -> tuple[ArrayDataset, list[np.ndarray]]:
         return self.data.splits.train, self.data.parts
 
     def _evaluate(self, model: Any) -> dict[str, float]:
-        return evaluate(model, self.data.splits.test)
+        return evaluate(model, self.scored)
 
     def run(self, ctx: RunContext) -> MethodOutcome:
         runtime = self.cfg.run.runtime
@@ -112,7 +120,7 @@ class FedAvg(Method):
             observers = self.observers
             history = run_fedavg(grid, self.model, self.settings, seed=self.cfg.run.seed, evaluate=self._evaluate,
                                  on_round=lambda r: ctx.on_round(round_json(r)), observers=observers,
-                                 aggregator=run_aggregator(self.cfg))
+                                 aggregator=self.aggregator, root=self.root)
             records = [round_json(r) for r in history]
             ledger, state = grid.ledger, model_state(self.model)
             audit_summary = finish_audit(ctx, observers)
