@@ -10,7 +10,9 @@ from typing import Callable
 import torch
 
 from cotrain.aggregation import Aggregate, Aggregator, Upload, build_aggregator
+from cotrain.errors import RunFailedError
 from cotrain.federated.records import TrainInstruction, TrainResult, load_model_state, model_state
+from cotrain.federated.validation import upload_problem
 from cotrain.models.blocks import BlockModel
 from cotrain.runtime.grid import Grid, Participant
 from cotrain.seeding import derive_seed, numpy_rng
@@ -23,6 +25,9 @@ class FedAvgSettings:
     ``participants_per_round`` (a count) takes precedence over ``fraction`` when both are set.
     ``upload="gradient"`` makes it FedSGD: each sampled participant uploads the gradient of one
     mini-batch and the server steps the global model with ``server_lr`` times their weighted mean.
+    ``max_examples`` caps the example count an upload may claim (its weight); ``max_update_norm``
+    bounds the L2 norm of an update (FedSGD: of the gradient). Uploads beyond them, or malformed
+    (see :mod:`cotrain.federated.validation`), are rejected, not aggregated.
     """
 
     rounds: int = 10
@@ -35,6 +40,8 @@ class FedAvgSettings:
     weight_decay: float = 0.0
     upload: str = "parameters"
     server_lr: float = 1.0
+    max_examples: int | None = None
+    max_update_norm: float | None = None
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -43,6 +50,10 @@ class FedAvgSettings:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
         if self.upload not in ("parameters", "gradient"):
             raise ValueError(f"upload must be 'parameters' or 'gradient', got {self.upload!r}")
+
+
+class UploadsRejectedError(RunFailedError):
+    """No upload of a round could be aggregated."""
 
 
 @dataclass
@@ -58,6 +69,7 @@ class RoundRecord:
     bytes_down: int
     participant_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     aggregation: dict = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -105,7 +117,17 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
                                  weight_decay=settings.weight_decay, upload=settings.upload)
         message = instr.to_message()
         replies = grid.send_and_receive({pid: message for pid in chosen}, round=rnd)
-        results = {pid: TrainResult.from_message(replies[pid]) for pid in sorted(replies)}
+        rejected = {}
+        for pid in sorted(replies):
+            problem = upload_problem(replies[pid], instr.parameters, upload=settings.upload,
+                                     max_examples=settings.max_examples, max_update_norm=settings.max_update_norm)
+            if problem is not None:
+                rejected[pid] = problem
+                grid.ledger.record_rejection(round=rnd, participant=pid, reason=problem)
+        if len(rejected) == len(replies):
+            raise UploadsRejectedError(f"round {rnd}: every upload was rejected: "
+                                       + "; ".join(f"{p}: {r}" for p, r in rejected.items()))
+        results = {pid: TrainResult.from_message(replies[pid]) for pid in sorted(replies) if pid not in rejected}
         for observe in observers or []:
             observe(rnd, results, model)
         reference = instr.parameters if settings.upload == "parameters" else None
@@ -137,6 +159,7 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
             participant_metrics={pid: {"num_examples": float(r.num_examples), "train_loss": r.train_loss, **r.metrics}
                                  for pid, r in results.items()},
             aggregation=outcome.to_json(),
+            rejected=rejected,
         )
         history.append(record)
         if on_round is not None:

@@ -69,6 +69,7 @@ class Ledger:
 
     entries: list[LedgerEntry] = field(default_factory=list)
     privacy: list[PrivacySpend] = field(default_factory=list)
+    rejections: list[dict] = field(default_factory=list)
 
     def record(self, message: Message, *, sender: str, receiver: str, round: int) -> LedgerEntry:
         entry = LedgerEntry(
@@ -90,6 +91,10 @@ class Ledger:
                 raise ValueError(f"message from {entry.sender!r} carries a privacy spend of {spend.party!r}")
             self.record_privacy(spend)
         return entry
+
+    def record_rejection(self, *, round: int, participant: str, reason: str) -> None:
+        """An upload the server received (it is on the ledger) but did not use, and why."""
+        self.rejections.append({"round": int(round), "participant": str(participant), "reason": str(reason)})
 
     def record_privacy(self, spend: PrivacySpend) -> None:
         if not isinstance(spend, PrivacySpend):
@@ -175,6 +180,8 @@ class Ledger:
                 f.write(json.dumps(e.to_json()) + "\n")
             for p in self.privacy:
                 f.write(json.dumps({"privacy": p.to_json()}) + "\n")
+            for r in self.rejections:
+                f.write(json.dumps({"rejected": r}) + "\n")
 
     @classmethod
     def read_jsonl(cls, path: str | Path) -> "Ledger":
@@ -184,6 +191,9 @@ class Ledger:
                 d = json.loads(line)
                 if "privacy" in d:
                     ledger.privacy.append(PrivacySpend.from_json(d["privacy"]))
+                    continue
+                if "rejected" in d:
+                    ledger.rejections.append(dict(d["rejected"]))
                     continue
                 ledger.entries.append(LedgerEntry(
                     round=d["round"], sender=d["sender"], receiver=d["receiver"], kind=d["kind"],

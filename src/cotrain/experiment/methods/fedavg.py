@@ -50,6 +50,8 @@ class FedAvgSection(Section):
     weight_decay: float = Field(_DEFAULTS.weight_decay, ge=0)
     upload: Literal["parameters", "gradient"] = _DEFAULTS.upload
     server_lr: float = Field(_DEFAULTS.server_lr, gt=0)
+    max_examples: int | None = Field(_DEFAULTS.max_examples, ge=1, description="cap on an upload's example count")
+    max_update_norm: float | None = Field(_DEFAULTS.max_update_norm, gt=0, description="reject larger updates")
 
     def settings(self) -> FedAvgSettings:
         return FedAvgSettings(**{f.name: getattr(self, f.name) for f in fields(FedAvgSettings)})
