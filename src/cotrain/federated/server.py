@@ -125,8 +125,11 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
                 rejected[pid] = problem
                 grid.ledger.record_rejection(round=rnd, participant=pid, reason=problem)
         if len(rejected) == len(replies):
-            raise UploadsRejectedError(f"round {rnd}: every upload was rejected: "
-                                       + "; ".join(f"{p}: {r}" for p, r in rejected.items()))
+            diverged = all("NaN or infinite" in r for r in rejected.values())
+            raise UploadsRejectedError(
+                f"round {rnd}: every upload was rejected ({'; '.join(f'{p}: {r}' for p, r in rejected.items())})"
+                + ("; training diverged: lower the learning rate" if diverged else "")
+                + f"; the global model of round {rnd - 1} is kept")
         results = {pid: TrainResult.from_message(replies[pid]) for pid in sorted(replies) if pid not in rejected}
         for observe in observers or []:
             observe(rnd, results, model)
