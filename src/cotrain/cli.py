@@ -245,7 +245,9 @@ def datasets(
         where = str(info.path) if info.path is not None else ""
         if not info.found or not where:
             where = f"{where} ({info.how_to_get})" if where else info.how_to_get
-        table.add_row(info.name, "[green]yes[/]" if info.found else "[red]no[/]",
+        by_path = info.path is None and "path=" in info.how_to_get  # read from a path option: nothing to find
+        found = "[yellow]by path[/]" if by_path else "[green]yes[/]" if info.found else "[red]no[/]"
+        table.add_row(info.name, found,
                       f"{info.n_train:,}" if info.n_train is not None else "–",
                       f"{info.n_test:,}" if info.n_test is not None else "–", where, info.description)
     console.print(table)

@@ -35,6 +35,15 @@ class _ConfigBase(Section):
             raise ConfigError(f"fedavg.participants_per_round: must be <= data.participants "
                               f"({self.data.participants}) (got {k})", key="fedavg.participants_per_round")  # type: ignore[attr-defined]
         _check_methods(self)
+        audit = getattr(self, "audit", None)
+        if audit is not None and audit.enabled:
+            if self.method.name != "fedavg":  # type: ignore[attr-defined]
+                raise ConfigError(f"audit.enabled: the gradient audit reads FedSGD uploads; the "
+                                  f"{self.method.name} method has none", key="audit.enabled")  # type: ignore[attr-defined]
+            late = [r for r in audit.rounds if r > self.fedavg.rounds]  # type: ignore[attr-defined]
+            if late:
+                raise ConfigError(f"audit.rounds: {late} after the last round ({self.fedavg.rounds}); "  # type: ignore[attr-defined]
+                                  "no upload would be audited", key="audit.rounds")
         return self
 
 

@@ -143,6 +143,7 @@ def audit_observers(cfg: Any, participants: dict[str, Any], aux: ArrayDataset) -
         return []
     if cfg.fedavg.upload != "gradient":
         raise ValueError("audit: the gradient audit reads FedSGD uploads; set [fedavg] upload = \"gradient\"")
+    check_audit_targets(section, aux, n_participants=cfg.data.participants)
 
     def truth(pid: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         p = participants[pid]
@@ -150,6 +151,21 @@ def audit_observers(cfg: Any, participants: dict[str, Any], aux: ArrayDataset) -
         return p.train_data.x[idx], p.train_data.y[idx], {k: v[idx] for k, v in p.train_data.attributes.items()}
 
     return [AuditObserver(section, aux, truth, seed=int(cfg.run.seed))]
+
+
+def check_audit_targets(section: AuditSection, aux: ArrayDataset, *, n_participants: int) -> None:
+    """:class:`ConfigError` for an attribute the data lacks or a participant that does not exist."""
+    from cotrain.errors import ConfigError
+    from cotrain.experiment.setup import participant_id
+
+    if section.attribute is not None and section.attribute not in aux.attributes:
+        raise ConfigError(f"audit.attribute: the data set has no attribute {section.attribute!r}; it has: "
+                          f"{', '.join(sorted(aux.attributes)) or 'none'}", key="audit.attribute")
+    ids = {participant_id(i) for i in range(n_participants)}
+    unknown = sorted(set(section.participants) - ids)
+    if unknown:
+        raise ConfigError(f"audit.participants: no participant {', '.join(unknown)}; they are "
+                          f"{participant_id(0)} .. {participant_id(n_participants - 1)}", key="audit.participants")
 
 
 def replayed_audit_observers(cfg: Any, data: Any, aux: ArrayDataset) -> list[AuditObserver]:
