@@ -256,3 +256,38 @@ def test_bad_uploads_are_rejected_with_a_reason_and_the_round_goes_on(tiny_datas
     assert [(r["round"], r["participant"]) for r in grid.ledger.rejections] == [(1, "p1"), (1, "p2"), (2, "p1"),
                                                                                 (2, "p2")]
     assert history[1].aggregation["weights"] == {"p0": 1.0}
+
+
+def test_a_participant_that_raises_drops_out_and_the_quorum_is_enforced(tiny_dataset):
+    # Prepare: p2's handler raises in round 2 only
+    from cotrain.federated.server import QuorumError
+    from cotrain.runtime.grid import ParticipantFailedError
+
+    parts = _participants(tiny_dataset)
+    original = parts["p2"].handle
+
+    def flaky(m):
+        if m.values.get("round") == 2:
+            raise RuntimeError("disk full")
+        return original(m)
+
+    parts["p2"].handle = flaky
+    model = build_model("mlp", input_shape=(1, 8, 8), num_classes=3, hidden=[16], seed=11)
+    grid = InProcessGrid(parts)
+    # Execute
+    history = run_fedavg(grid, model, FedAvgSettings(rounds=3, local_steps=1, batch_size=8), seed=4)
+    # Assert: round 2 went on without p2, said why, and the ledger holds the failure
+    assert [h.failed for h in history] == [{}, {"p2": "RuntimeError: disk full"}, {}]
+    assert set(history[1].aggregation["weights"]) == {"p0", "p1"}
+    assert grid.ledger.failures == [{"round": 2, "participant": "p2", "reason": "RuntimeError: disk full"}]
+    # with a quorum of 3 the same run stops in round 2, naming who failed
+    with pytest.raises(QuorumError, match=r"round 2: 2 usable upload\(s\) of 3 .* min_participants = 3 .*p2: "
+                                          r"RuntimeError: disk full"):
+        run_fedavg(InProcessGrid(parts), model, FedAvgSettings(rounds=3, local_steps=1, batch_size=8,
+                                                               min_participants=3), seed=4)
+    # protocols that cannot go on without a reply get a one-line error, not a KeyError later
+    with pytest.raises(ParticipantFailedError, match="round 2: p2 failed: RuntimeError: disk full"):
+        InProcessGrid(parts).send_and_receive({"p2": __import__("cotrain.federated.records", fromlist=["x"])
+                                               .TrainInstruction(parameters=model.state_dict(), round=2,
+                                                                 local_steps=1, batch_size=8, lr=0.1).to_message()},
+                                              round=2)

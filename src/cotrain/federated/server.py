@@ -27,7 +27,9 @@ class FedAvgSettings:
     mini-batch and the server steps the global model with ``server_lr`` times their weighted mean.
     ``max_examples`` caps the example count an upload may claim (its weight); ``max_update_norm``
     bounds the L2 norm of an update (FedSGD: of the gradient). Uploads beyond them, or malformed
-    (see :mod:`cotrain.federated.validation`), are rejected, not aggregated.
+    (see :mod:`cotrain.federated.validation`), are rejected, not aggregated. A participant that
+    fails (its handler raises, its node dies or times out) drops out of the round; a round with
+    fewer than ``min_participants`` usable uploads stops the run with a :class:`QuorumError`.
     """
 
     rounds: int = 10
@@ -42,18 +44,25 @@ class FedAvgSettings:
     server_lr: float = 1.0
     max_examples: int | None = None
     max_update_norm: float | None = None
+    min_participants: int = 1
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         if not 0 < self.fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+        if self.min_participants < 1:
+            raise ValueError(f"min_participants must be >= 1, got {self.min_participants}")
         if self.upload not in ("parameters", "gradient"):
             raise ValueError(f"upload must be 'parameters' or 'gradient', got {self.upload!r}")
 
 
 class UploadsRejectedError(RunFailedError):
     """No upload of a round could be aggregated."""
+
+
+class QuorumError(RunFailedError):
+    """Fewer usable uploads in a round than ``min_participants``."""
 
 
 @dataclass
@@ -70,6 +79,7 @@ class RoundRecord:
     participant_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     aggregation: dict = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -116,7 +126,8 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
                                  batch_size=settings.batch_size, lr=settings.lr, momentum=settings.momentum,
                                  weight_decay=settings.weight_decay, upload=settings.upload)
         message = instr.to_message()
-        replies = grid.send_and_receive({pid: message for pid in chosen}, round=rnd)
+        replies = grid.send_and_receive({pid: message for pid in chosen}, round=rnd, allow_failures=True)
+        failed = dict(grid.failures)
         rejected = {}
         for pid in sorted(replies):
             problem = upload_problem(replies[pid], instr.parameters, upload=settings.upload,
@@ -124,6 +135,12 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
             if problem is not None:
                 rejected[pid] = problem
                 grid.ledger.record_rejection(round=rnd, participant=pid, reason=problem)
+        usable = len(replies) - len(rejected)
+        if 0 < usable < settings.min_participants or (usable == 0 and failed and not rejected):
+            raise QuorumError(f"round {rnd}: {usable} usable upload(s) of {len(chosen)} asked for, fewer than "
+                              f"min_participants = {settings.min_participants} (failed: "
+                              f"{'; '.join(f'{p}: {r}' for p, r in failed.items()) or 'none'}; rejected: "
+                              f"{'; '.join(f'{p}: {r}' for p, r in rejected.items()) or 'none'})")
         if len(rejected) == len(replies):
             diverged = all("NaN or infinite" in r for r in rejected.values())
             raise UploadsRejectedError(
@@ -163,6 +180,7 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
                                  for pid, r in results.items()},
             aggregation=outcome.to_json(),
             rejected=rejected,
+            failed=failed,
         )
         history.append(record)
         if on_round is not None:

@@ -70,6 +70,7 @@ class Ledger:
     entries: list[LedgerEntry] = field(default_factory=list)
     privacy: list[PrivacySpend] = field(default_factory=list)
     rejections: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
 
     def record(self, message: Message, *, sender: str, receiver: str, round: int) -> LedgerEntry:
         entry = LedgerEntry(
@@ -95,6 +96,10 @@ class Ledger:
     def record_rejection(self, *, round: int, participant: str, reason: str) -> None:
         """An upload the server received (it is on the ledger) but did not use, and why."""
         self.rejections.append({"round": int(round), "participant": str(participant), "reason": str(reason)})
+
+    def record_failure(self, *, round: int, participant: str, reason: str) -> None:
+        """A participant that was sent a message and gave no reply (its message down is on the ledger)."""
+        self.failures.append({"round": int(round), "participant": str(participant), "reason": str(reason)})
 
     def record_privacy(self, spend: PrivacySpend) -> None:
         if not isinstance(spend, PrivacySpend):
@@ -182,6 +187,8 @@ class Ledger:
                 f.write(json.dumps({"privacy": p.to_json()}) + "\n")
             for r in self.rejections:
                 f.write(json.dumps({"rejected": r}) + "\n")
+            for r in self.failures:
+                f.write(json.dumps({"failed": r}) + "\n")
 
     @classmethod
     def read_jsonl(cls, path: str | Path) -> "Ledger":
@@ -194,6 +201,9 @@ class Ledger:
                     continue
                 if "rejected" in d:
                     ledger.rejections.append(dict(d["rejected"]))
+                    continue
+                if "failed" in d:
+                    ledger.failures.append(dict(d["failed"]))
                     continue
                 ledger.entries.append(LedgerEntry(
                     round=d["round"], sender=d["sender"], receiver=d["receiver"], kind=d["kind"],
