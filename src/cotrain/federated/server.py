@@ -30,6 +30,7 @@ class FedAvgSettings:
     (see :mod:`cotrain.federated.validation`), are rejected, not aggregated. A participant that
     fails (its handler raises, its node dies or times out) drops out of the round; a round with
     fewer than ``min_participants`` usable uploads stops the run with a :class:`QuorumError`.
+    ``eval_every``: the server scores the global model every k rounds and after the last (NaN between).
     """
 
     rounds: int = 10
@@ -45,12 +46,15 @@ class FedAvgSettings:
     max_examples: int | None = None
     max_update_norm: float | None = None
     min_participants: int = 1
+    eval_every: int = 1
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         if not 0 < self.fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+        if self.eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1, got {self.eval_every}")
         if self.min_participants < 1:
             raise ValueError(f"min_participants must be >= 1, got {self.min_participants}")
         if self.upload not in ("parameters", "gradient"):
@@ -168,7 +172,8 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
             with torch.no_grad():
                 for name, p in model.named_parameters():
                     p -= settings.server_lr * merged[name]
-        metrics = evaluate(model) if evaluate is not None else {}
+        scored = rnd % settings.eval_every == 0 or rnd == settings.rounds  # the last round is always scored
+        metrics = evaluate(model) if evaluate is not None and scored else {}
         record = RoundRecord(
             round=rnd, participants=chosen,
             test_accuracy=float(metrics.get("accuracy", float("nan"))),

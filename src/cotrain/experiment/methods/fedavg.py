@@ -53,6 +53,7 @@ class FedAvgSection(Section):
     max_examples: int | None = Field(_DEFAULTS.max_examples, ge=1, description="cap on an upload's example count")
     max_update_norm: float | None = Field(_DEFAULTS.max_update_norm, gt=0, description="reject larger updates")
     min_participants: int = Field(_DEFAULTS.min_participants, ge=1, description="usable uploads a round needs")
+    eval_every: int = Field(_DEFAULTS.eval_every, ge=1, description="score the global model every k rounds")
 
     def settings(self) -> FedAvgSettings:
         return FedAvgSettings(**{f.name: getattr(self, f.name) for f in fields(FedAvgSettings)})
