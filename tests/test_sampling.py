@@ -132,7 +132,7 @@ def test_no_noise_scores_equal_exact_counts():
 
 def test_ecos_selects_mostly_the_client_domain():
     # Prepare: the pool holds the client's own images (an exact copy, 30 %) and noise images
-    s, cloud, client, grid = _setup(encoder="denoising", k=16, copy=True)
+    s, cloud, client, grid = _setup(encoder="denoising", k=32, copy=True)
     # Execute
     res = run_ecos(grid, cloud, s, client="client")
     # Assert: no sample twice, and mostly the client's domain (the pool's share is 0.3)

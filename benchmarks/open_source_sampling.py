@@ -1,0 +1,189 @@
+"""ECOS (Hong et al., NeurIPS 2022) on digits: which pool samples the cloud picks for a client.
+
+Each of MNIST, USPS and MNIST-M in turn is the client (half of its train split on the client, its
+test split held by the client). The cloud's pool holds the other half, the other digit domains,
+scikit-learn's 8x8 digits and out-of-distribution images (CIFAR-10, dSprites, UTKFace, Olivetti),
+all 3x32x32. Methods pick ``budget`` pool samples; the downstream trains a model on the cloud and
+the client reports only its test accuracy.
+
+    python benchmarks/open_source_sampling.py --quick --json benchmarks/results/open_source_sampling_quick.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import environment, parser, setup_threads, write_json  # noqa: E402
+
+from cotrain.data.base import ArrayDataset  # noqa: E402
+from cotrain.models import build_model  # noqa: E402
+from cotrain.runtime.inprocess import InProcessGrid  # noqa: E402
+from cotrain.sampling import (  # noqa: E402
+    EcosClient, EcosSettings, evaluate_at_client, prepare_cloud, run_ecos, select_kcenter, select_random,
+)
+from cotrain.seeding import numpy_rng, torch_generator  # noqa: E402
+
+DOMAINS = ("mnist", "usps", "mnist_m")
+METHODS = ("ecos", "ecos_no_noise", "random", "kcenter", "local", "full_pool")
+MODEL, MODEL_OPTIONS = "small_cnn", {"width": 16}
+
+
+@dataclass
+class Pool:
+    """The benchmark's view of the data: client train/test, pool images, pool labels (-1: none), source."""
+
+    client_train: ArrayDataset
+    client_test: ArrayDataset
+    x: torch.Tensor
+    y: torch.Tensor
+    source: np.ndarray  # (N,) source-domain name of every pool sample
+    note: str = ""
+
+
+def load_pool(data_dir: str, domain: str, *, seed: int, per_source: int, client_cap: int, test_cap: int) -> Pool:
+    from _ecos_pool import pool_for_benchmark
+
+    return pool_for_benchmark(data_dir, domain, seed=seed, per_source=per_source, client_cap=client_cap,
+                              test_cap=test_cap)
+
+
+def translate(x: torch.Tensor, g: torch.Generator, pixels: int = 2) -> torch.Tensor:
+    """Random shifts of up to ``pixels`` (zero padding), one per image: the weak digit view."""
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pixels,) * 4)
+    dx, dy = (torch.randint(0, 2 * pixels + 1, (2, n), generator=g))
+    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+
+
+def train_supervised(x: torch.Tensor, y: torch.Tensor, *, steps: int, seed: int, batch: int = 64) -> torch.nn.Module:
+    """Plain supervised training (the fallback of downstream (a) when FixMatch is not available)."""
+    model = build_model(MODEL, input_shape=tuple(x.shape[1:]), num_classes=10, seed=seed, **MODEL_OPTIONS)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    g = torch_generator(seed, "downstream")
+    for _ in range(steps):
+        idx = torch.randint(len(x), (min(batch, len(x)),), generator=g)
+        loss = torch.nn.functional.cross_entropy(model(translate(x[idx], g)), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def downstream_a(pool: Pool, labelled: np.ndarray, *, steps: int, seed: int) -> tuple[torch.nn.Module, str]:
+    """Selective labelling: the labeller labels ``labelled`` (pool indices); OOD samples get no label."""
+    idx = labelled[pool.y[labelled].numpy() >= 0]
+    x, y = pool.x[idx], pool.y[idx]
+    try:
+        from cotrain.sampling.fixmatch import train_fixmatch  # noqa: F401
+        from fixmatch_adapter import run_fixmatch
+    except ImportError:
+        return train_supervised(x, y, steps=steps, seed=seed), \
+            "supervised training on the labelled selection (FixMatch not merged yet)"
+    return run_fixmatch(x, y, pool.x, steps=steps, seed=seed, model=MODEL, options=MODEL_OPTIONS), \
+        "FixMatch: labelled selection + unlabelled pool"
+
+
+def main() -> None:
+    p = parser(__doc__.split("\n")[0])
+    p.add_argument("--domains", nargs="+", default=list(DOMAINS))
+    p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument("--budgets", nargs="+", type=int, default=[1000])
+    p.add_argument("--seeds", nargs="+", type=int, default=[1])
+    p.add_argument("--epsilon", type=float, default=1.0)
+    p.add_argument("--k", type=int, default=100)
+    p.add_argument("--per-source", type=int, default=4000, help="pool samples kept per source domain")
+    p.add_argument("--client-cap", type=int, default=5000, help="client train samples kept")
+    p.add_argument("--test-cap", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=600, help="downstream training steps")
+    p.add_argument("--encoder-steps", type=int, default=1000)
+    p.add_argument("--encoders", nargs="+", default=["denoising", "random"])
+    p.add_argument("--candidate-factor", type=float, default=math.inf)
+    args = p.parse_args()
+    if args.quick:
+        args.domains, args.per_source, args.client_cap, args.test_cap = ["usps"], 300, 500, 300
+        args.steps, args.encoder_steps, args.k, args.budgets = 60, 40, 20, [200]
+    setup_threads(args)
+    rows, notes = [], {}
+    for seed in args.seeds:
+        for domain in args.domains:
+            t0 = time.time()
+            pool = load_pool(args.data_dir, domain, seed=seed, per_source=args.per_source,
+                             client_cap=args.client_cap, test_cap=args.test_cap)
+            notes["pool"] = pool.note
+            in_domain = pool.source == domain
+            base = EcosSettings(k=args.k, epsilon=args.epsilon, encoder_steps=args.encoder_steps,
+                                candidate_factor=args.candidate_factor)
+            clouds = {enc: prepare_cloud(pool.x, dataclasses.replace(base, encoder=enc), seed=seed)
+                      for enc in args.encoders}
+            prep_seconds = time.time() - t0
+            client = EcosClient("client", pool.client_train, seed=seed, test=pool.client_test)
+            grid = InProcessGrid({"client": client})
+            rnd = 0
+            for budget in args.budgets:
+                picks: list[tuple[str, str, np.ndarray | None, dict]] = []
+                for method in args.methods:
+                    t1 = time.time()
+                    if method in ("ecos", "ecos_no_noise"):
+                        for enc, cloud in clouds.items():
+                            eps = args.epsilon if method == "ecos" else math.inf
+                            res = run_ecos(grid, cloud, dataclasses.replace(base, budget=budget, epsilon=eps,
+                                           encoder=enc), client="client", round_start=rnd)
+                            rnd += 3
+                            exact = client.exact_scores
+                            picks.append((method, enc, res.indices, {
+                                "epsilon": res.epsilon, "bytes_down": res.bytes_centroids,
+                                "bytes_up": res.bytes_scores, "bytes_encoder": res.bytes_encoder,
+                                "bytes_values": res.bytes_values,
+                                "score_l1_error": float(np.abs(res.noisy_scores - exact).sum()),
+                                "clusters_allocated": int((res.allocation.counts > 0).sum()),
+                                "select_seconds": time.time() - t1}))
+                    elif method == "random":
+                        picks.append((method, "", select_random(len(pool.y), budget,
+                                                                numpy_rng(seed, "random", budget)), {}))
+                    elif method == "kcenter":
+                        picks.append((method, "denoising", select_kcenter(clouds[args.encoders[0]].features, budget),
+                                      {"select_seconds": time.time() - t1}))
+                    else:
+                        picks.append((method, "", None, {}))
+                for method, enc, idx, info in picks:
+                    t1 = time.time()
+                    if method == "local":
+                        model, note = train_supervised(pool.client_train.x, pool.client_train.y, steps=args.steps,
+                                                       seed=seed), "supervised on the client's own labelled data"
+                    elif method == "full_pool":
+                        lab = np.flatnonzero(pool.y.numpy() >= 0)
+                        model, note = train_supervised(pool.x[lab], pool.y[lab], steps=args.steps, seed=seed), \
+                            "supervised on every labelled pool sample"
+                    else:
+                        model, note = downstream_a(pool, idx, steps=args.steps, seed=seed)
+                    acc = evaluate_at_client(grid, model, client="client", model_name=MODEL, options=MODEL_OPTIONS,
+                                             round=rnd)
+                    rnd += 1
+                    row = {"client_domain": domain, "method": method, "downstream": "selective_labelling",
+                           "budget": budget if idx is not None else None, "seed": seed, "test_accuracy": acc,
+                           "epsilon": info.get("epsilon", 0.0 if method != "local" else None),
+                           "delta": 1e-5, "bytes_down": info.get("bytes_down", 0), "bytes_up": info.get("bytes_up", 0),
+                           "in_domain_fraction": None if idx is None else float(in_domain[idx].mean()),
+                           "seconds": time.time() - t1 + info.get("select_seconds", 0.0),
+                           "encoder": enc, "downstream_note": note,
+                           "labelled": None if idx is None else int((pool.y[idx] >= 0).sum()),
+                           **{k: v for k, v in info.items() if k not in ("epsilon", "bytes_down", "bytes_up")}}
+                    rows.append(row)
+                    print({k: row[k] for k in ("client_domain", "method", "encoder", "budget", "test_accuracy",
+                                               "epsilon", "in_domain_fraction", "bytes_down", "bytes_up")}, flush=True)
+            print(f"{domain} seed {seed}: prepare {prep_seconds:.0f}s, pool {len(pool.y)}", flush=True)
+    write_json(args.json, {"benchmark": "open_source_sampling", "args": vars(args), "environment": environment(),
+                           "notes": notes, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
