@@ -23,13 +23,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, parser, setup_threads, write_json  # noqa: E402
+from _privacy_standin import install as install_privacy  # noqa: E402
 
 from cotrain.data.base import ArrayDataset  # noqa: E402
 from cotrain.models import build_model  # noqa: E402
 from cotrain.runtime.inprocess import InProcessGrid  # noqa: E402
 from cotrain.sampling import (  # noqa: E402
-    EcosClient, EcosSettings, evaluate_at_client, prepare_cloud, run_ecos, select_kcenter, select_random,
+    EcosClient, EcosSettings, build_encoder, evaluate_at_client, prepare_cloud, run_ecos,
+    select_kcenter, select_random,
 )
+from cotrain.sampling.encoder import load_encoder, save_encoder  # noqa: E402
 from cotrain.seeding import numpy_rng, torch_generator  # noqa: E402
 
 DOMAINS = ("mnist", "usps", "mnist_m")
@@ -54,6 +57,19 @@ def load_pool(data_dir: str, domain: str, *, seed: int, per_source: int, client_
 
     return pool_for_benchmark(data_dir, domain, seed=seed, per_source=per_source, client_cap=client_cap,
                               test_cap=test_cap)
+
+
+def cached_encoder(pool: Pool, settings: EcosSettings, *, seed: int, cache: str | None, tag: str):
+    """phi for ``settings.encoder``, trained once per (tag, seed, steps) when ``cache`` is a folder."""
+    if settings.encoder != "denoising" or not cache:
+        return build_encoder(pool.x, settings, seed=seed)
+    path = Path(cache) / f"phi_{tag}_seed{seed}_steps{settings.encoder_steps}_n{len(pool.y)}.pt"
+    if path.is_file():
+        return load_encoder(path)
+    phi = build_encoder(pool.x, settings, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_encoder(phi, path)
+    return phi
 
 
 def translate(x: torch.Tensor, g: torch.Generator, pixels: int = 2) -> torch.Tensor:
@@ -107,12 +123,19 @@ def main() -> None:
     p.add_argument("--encoder-steps", type=int, default=1000)
     p.add_argument("--encoders", nargs="+", default=["denoising", "random"])
     p.add_argument("--candidate-factor", type=float, default=math.inf)
+    p.add_argument("--encoder-cache", default=None, help="folder to keep trained encoders in between runs")
+    p.add_argument("--selection-sweep", action="store_true",
+                   help="no training: in-domain fraction of the selection over --ks x --candidate-factors")
+    p.add_argument("--ks", nargs="+", type=int, default=[50, 100, 200, 400])
+    p.add_argument("--candidate-factors", nargs="+", type=float, default=[1.0, 2.0, 4.0, math.inf])
     args = p.parse_args()
     if args.quick:
         args.domains, args.per_source, args.client_cap, args.test_cap = ["usps"], 300, 500, 300
-        args.steps, args.encoder_steps, args.k, args.budgets = 60, 40, 20, [200]
+        args.steps, args.encoder_steps, args.k, args.budgets, args.ks = 60, 40, 20, [200], [10, 20]
     setup_threads(args)
-    rows, notes = [], {}
+    rows, notes = [], {"privacy": install_privacy()}
+    if args.selection_sweep:
+        return selection_sweep(args, notes)
     for seed in args.seeds:
         for domain in args.domains:
             t0 = time.time()
@@ -122,7 +145,9 @@ def main() -> None:
             in_domain = pool.source == domain
             base = EcosSettings(k=args.k, epsilon=args.epsilon, encoder_steps=args.encoder_steps,
                                 candidate_factor=args.candidate_factor)
-            clouds = {enc: prepare_cloud(pool.x, dataclasses.replace(base, encoder=enc), seed=seed)
+            clouds = {enc: prepare_cloud(pool.x, dataclasses.replace(base, encoder=enc), seed=seed,
+                                         encoder=cached_encoder(pool, dataclasses.replace(base, encoder=enc),
+                                                                seed=seed, cache=args.encoder_cache, tag=domain))
                       for enc in args.encoders}
             prep_seconds = time.time() - t0
             client = EcosClient("client", pool.client_train, seed=seed, test=pool.client_test)
@@ -170,7 +195,7 @@ def main() -> None:
                     rnd += 1
                     row = {"client_domain": domain, "method": method, "downstream": "selective_labelling",
                            "budget": budget if idx is not None else None, "seed": seed, "test_accuracy": acc,
-                           "epsilon": info.get("epsilon", 0.0 if method != "local" else None),
+                           "epsilon": info.get("epsilon", 0.0),
                            "delta": 1e-5, "bytes_down": info.get("bytes_down", 0), "bytes_up": info.get("bytes_up", 0),
                            "in_domain_fraction": None if idx is None else float(in_domain[idx].mean()),
                            "seconds": time.time() - t1 + info.get("select_seconds", 0.0),
@@ -183,6 +208,47 @@ def main() -> None:
             print(f"{domain} seed {seed}: prepare {prep_seconds:.0f}s, pool {len(pool.y)}", flush=True)
     write_json(args.json, {"benchmark": "open_source_sampling", "args": vars(args), "environment": environment(),
                            "notes": notes, "rows": rows})
+
+
+def selection_sweep(args, notes: dict) -> None:
+    """In-domain fraction of each method's selection (no downstream training), over K and r."""
+    from cotrain.sampling.compress import compress
+    from cotrain.sampling.encoder import encode
+    from cotrain.sampling.protocol import CloudIndex
+
+    rows = []
+    for seed in args.seeds:
+        for domain in args.domains:
+            pool = load_pool(args.data_dir, domain, seed=seed, per_source=args.per_source,
+                             client_cap=args.client_cap, test_cap=args.test_cap)
+            notes["pool"] = pool.note
+            in_domain = pool.source == domain
+            for enc in args.encoders:
+                s0 = EcosSettings(encoder=enc, encoder_steps=args.encoder_steps, epsilon=args.epsilon)
+                phi = cached_encoder(pool, s0, seed=seed, cache=args.encoder_cache, tag=domain)
+                feats = encode(phi, pool.x)
+                for budget in args.budgets:
+                    base = {"client_domain": domain, "encoder": enc, "budget": budget, "seed": seed}
+                    idx = select_random(len(pool.y), budget, numpy_rng(seed, "random", budget))
+                    rows.append({**base, "method": "random", "in_domain_fraction": float(in_domain[idx].mean())})
+                    idx = select_kcenter(feats, budget)
+                    rows.append({**base, "method": "kcenter", "in_domain_fraction": float(in_domain[idx].mean())})
+                    for k in args.ks:
+                        cloud = CloudIndex(phi, feats, compress(feats, k=k, seed=seed))
+                        for r in args.candidate_factors:
+                            for method, eps in (("ecos", args.epsilon), ("ecos_no_noise", math.inf)):
+                                client = EcosClient("client", pool.client_train, seed=seed, encoder=phi)
+                                res = run_ecos(InProcessGrid({"client": client}), cloud,
+                                               dataclasses.replace(s0, k=k, budget=budget, epsilon=eps,
+                                                                   candidate_factor=r), client="client")
+                                row = {**base, "method": method, "k": k, "candidate_factor": r,
+                                       "epsilon": res.epsilon, "in_domain_fraction": float(in_domain[res.indices].mean()),
+                                       "labelled_fraction": float((pool.y[res.indices] >= 0).float().mean()),
+                                       "bytes_down": res.bytes_centroids, "bytes_up": res.bytes_scores}
+                                rows.append(row)
+                                print(row, flush=True)
+    write_json(args.json, {"benchmark": "open_source_sampling --selection-sweep", "args": vars(args),
+                           "environment": environment(), "notes": notes, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -174,3 +174,24 @@ def test_selection_ranks_clusters_and_has_no_duplicates():
     assign = np.repeat([0, 1, 2], 10)
     idx, alloc = select_ecos(feats, assign, np.array([1.0, 5.0, 0.0]), 12)
     assert list(alloc.counts) == [2, 10, 0] and set(idx[:10]) == set(range(10, 20)) and len(set(idx)) == 12
+
+
+def test_client_evaluates_a_model_and_returns_only_its_accuracy():
+    # Prepare: a client whose test labels are all 0, and a model that always says 0
+    from cotrain.models import build_model
+    from cotrain.sampling import evaluate_at_client
+
+    x = _domain_images(10, 4)
+    test = ArrayDataset(x=x, y=torch.zeros(10, dtype=torch.int64), num_classes=2)
+    client = EcosClient("client", test, seed=0, test=test)
+    grid = InProcessGrid({"client": client})
+    model = build_model("mlp", input_shape=(3, 8, 8), num_classes=2, seed=0, hidden=[4])
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([1.0, -1.0]))
+    # Execute
+    acc = evaluate_at_client(grid, model, client="client", model_name="mlp", options={"hidden": [4]}, round=0)
+    # Assert
+    assert acc == 1.0
+    (up,) = [e for e in grid.ledger.entries if e.direction == "up"]
+    assert up.tensor_names == () and up.bytes == 0
