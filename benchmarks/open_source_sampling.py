@@ -122,7 +122,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=600, help="downstream training steps")
     p.add_argument("--encoder-steps", type=int, default=1000)
     p.add_argument("--encoders", nargs="+", default=["denoising", "random"])
-    p.add_argument("--candidate-factor", type=float, default=math.inf)
+    p.add_argument("--candidate-factor", type=float, default=2.0)
     p.add_argument("--encoder-cache", default=None, help="folder to keep trained encoders in between runs")
     p.add_argument("--selection-sweep", action="store_true",
                    help="no training: in-domain fraction of the selection over --ks x --candidate-factors")

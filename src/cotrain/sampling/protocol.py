@@ -52,7 +52,7 @@ class EcosSettings:
     noise_multiplier: float | None = None
     threshold: float = 0.0
     temperature: float | None = None
-    candidate_factor: float = math.inf
+    candidate_factor: float = 2.0
     encoder: str = "denoising"
     encoder_dim: int = 64
     encoder_width: int = 32
