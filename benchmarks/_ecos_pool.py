@@ -46,11 +46,12 @@ def pool_for_benchmark(data_dir: str, domain: str, *, seed: int, per_source: int
         from cotrain.sampling.pool import build_digits_pool  # noqa: F401
     except ImportError:
         pass
-    else:  # pragma: no cover - wired once the downstream branch lands
-        from _ecos_pool_adapter import adapt
-
-        return adapt(build_digits_pool, data_dir, domain, seed=seed, per_source=per_source,
-                     client_cap=client_cap, test_cap=test_cap)
+    else:
+        d = build_digits_pool(data_dir, domain, seed=seed, size=32, max_per_source=per_source,
+                              max_client_train=client_cap, max_client_test=test_cap)
+        return Pool(client_train=d.client_train, client_test=d.client_test, x=d.pool_x, y=d.pool_y,
+                    source=np.asarray(d.source_names)[d.pool_source.numpy()],
+                    note="cotrain.sampling.pool.build_digits_pool")
     xs, ys, srcs = [], [], []
     client_train = client_test = None
     for name in DIGITS + OOD:
