@@ -94,18 +94,23 @@ def train_supervised(x: torch.Tensor, y: torch.Tensor, *, steps: int, seed: int,
     return model.eval()
 
 
-def downstream_a(pool: Pool, labelled: np.ndarray, *, steps: int, seed: int) -> tuple[torch.nn.Module, str]:
-    """Selective labelling: the labeller labels ``labelled`` (pool indices); OOD samples get no label."""
+def downstream_a(pool: Pool, labelled: np.ndarray, *, steps: int, seed: int, trainer: str,
+                 mu: int) -> tuple[torch.nn.Module, str]:
+    """Selective labelling: the labeller labels ``labelled`` (pool indices); OOD samples get no label.
+
+    ``trainer``: ``"supervised"`` (the labelled selection only) or ``"fixmatch"`` (labelled selection
+    + the unlabelled pool, threshold 0.95, lambda_u 1, ``cotrain.sampling.fixmatch``).
+    """
     idx = labelled[pool.y[labelled].numpy() >= 0]
     x, y = pool.x[idx], pool.y[idx]
-    try:
-        from cotrain.sampling.fixmatch import train_fixmatch  # noqa: F401
-        from fixmatch_adapter import run_fixmatch
-    except ImportError:
+    if trainer == "supervised":
         return train_supervised(x, y, steps=steps, seed=seed), \
-            "supervised training on the labelled selection (FixMatch not merged yet)"
-    return run_fixmatch(x, y, pool.x, steps=steps, seed=seed, model=MODEL, options=MODEL_OPTIONS), \
-        "FixMatch: labelled selection + unlabelled pool"
+            "supervised training on the labelled selection (stand-in for FixMatch: see docs/sampling.md)"
+    from cotrain.sampling.fixmatch import train_fixmatch
+
+    model = build_model(MODEL, input_shape=tuple(x.shape[1:]), num_classes=10, seed=seed, **MODEL_OPTIONS)
+    train_fixmatch(model, ArrayDataset(x=x, y=y, num_classes=10), pool.x, steps=steps, mu=mu, seed=seed)
+    return model.eval(), f"FixMatch (mu {mu}): labelled selection + unlabelled pool"
 
 
 def main() -> None:
@@ -123,6 +128,9 @@ def main() -> None:
     p.add_argument("--encoder-steps", type=int, default=1000)
     p.add_argument("--encoders", nargs="+", default=["denoising", "random"])
     p.add_argument("--candidate-factor", type=float, default=2.0)
+    p.add_argument("--trainer", choices=["supervised", "fixmatch"], default="supervised",
+                   help="downstream (a): supervised on the labelled selection, or FixMatch with the pool")
+    p.add_argument("--mu", type=int, default=2, help="FixMatch: unlabelled batch = mu x batch")
     p.add_argument("--encoder-cache", default=None, help="folder to keep trained encoders in between runs")
     p.add_argument("--selection-sweep", action="store_true",
                    help="no training: in-domain fraction of the selection over --ks x --candidate-factors")
@@ -189,7 +197,8 @@ def main() -> None:
                         model, note = train_supervised(pool.x[lab], pool.y[lab], steps=args.steps, seed=seed), \
                             "supervised on every labelled pool sample"
                     else:
-                        model, note = downstream_a(pool, idx, steps=args.steps, seed=seed)
+                        model, note = downstream_a(pool, idx, steps=args.steps, seed=seed, trainer=args.trainer,
+                                                   mu=args.mu)
                     acc = evaluate_at_client(grid, model, client="client", model_name=MODEL, options=MODEL_OPTIONS,
                                              round=rnd)
                     rnd += 1
