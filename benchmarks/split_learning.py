@@ -31,8 +31,8 @@ from cotrain.seeding import torch_generator
 from cotrain.split import (SplitAgent, SplitSettings, communication_model, epoch_batches, method_bytes, run_split,
                            split_model)
 from cotrain.split.launch import launch
-from cotrain.split.leakage import ActivationRecorder, attribute_leakage, true_attribute
-from cotrain.split.rpc import EchoAgent, round_trip_times
+from cotrain.audit.split_leakage import ActivationRecorder, attribute_leakage, true_attribute
+from cotrain.runtime.rpc import EchoAgent, round_trip_times
 
 METHODS = ("centralised", "sl", "sflv1", "sflv2", "fedavg")
 VARIANT = {"sl": "sequential", "sflv1": "sflv1", "sflv2": "sflv2"}

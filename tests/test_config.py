@@ -74,11 +74,18 @@ def test_out_of_range_value_names_the_key_and_the_rule(text, key, expect):
     ('[model]\nname = "vgg"\n', "model.name", "small_cnn"),
     ('[data]\ndataset = "imagenet"\n', "data.dataset", "synthetic"),
     ('[data]\npartition = "pathological"\n', "data.partition", "dirichlet"),
-    ('[fedavg]\naggregator = "krum9"\n', "fedavg.aggregator", "median"),
+    ('[aggregation]\nname = "krum9"\n', "aggregation.name", "median"),
+    ('[attack]\nname = "no-such-attack"\n', "attack.name", "known"),
 ])
 def test_unknown_names_list_the_known_ones(text, key, known):
     message = error_of(text)
     assert message.startswith(f"{key}: unknown") and known in message, message
+
+
+def test_aggregation_options_are_checked_against_the_rule():
+    # Prepare: an option the fedavg rule does not take. Execute / Assert: the key and the accepted list.
+    message = error_of('[aggregation]\nname = "fedavg"\noptions = { beta = 0.1 }\n')
+    assert message.startswith("aggregation.options: aggregator 'fedavg': unknown option(s) beta"), message
 
 
 def test_several_errors_stay_on_one_line_and_are_counted():

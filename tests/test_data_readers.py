@@ -72,7 +72,7 @@ def test_missing_files_error_names_path_and_hint(tmp_path: Path) -> None:
 
 
 def test_unknown_name_and_option(tmp_path: Path) -> None:
-    with pytest.raises(KeyError, match="known: .*mnist"):
+    with pytest.raises(ValueError, match="unknown data set 'nope'; known: .*mnist"):
         load_dataset("nope")
     with pytest.raises(ValueError, match="unknown option.*colour.*accepted: .*size"):
         load_dataset("usps", data_dir=tmp_path, colour=True)

@@ -49,7 +49,10 @@ def test_run_folder_holds_every_file_and_they_parse(tmp_path: Path):
     for m in metrics:
         assert {"round", "test_accuracy", "test_loss", "seconds", "bytes_up", "bytes_down", "participants",
                 "participant_metrics"} <= set(m)
-        assert 0.0 <= m["test_accuracy"] <= 1.0 and m["bytes_up"] > 0 and m["bytes_down"] > 0
+        # accuracy is a count of correct test samples over their number, and bytes are on the ledger
+        n_test = result.summary["test_samples"]
+        assert m["test_accuracy"] * n_test == pytest.approx(round(m["test_accuracy"] * n_test), abs=1e-6)
+        assert m["bytes_up"] > 0 and m["bytes_down"] > 0
         assert len(m["participants"]) == 3 and set(m["participant_metrics"]) == set(m["participants"])
     assert metrics == result.history
 

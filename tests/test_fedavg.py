@@ -1,7 +1,7 @@
 import pytest
 import torch
-
-from cotrain.federated import (FedAvgParticipant, FedAvgSettings, batch_order, evaluate, get_aggregator,
+from cotrain.aggregation import Upload, build_aggregator
+from cotrain.federated import (FedAvgParticipant, FedAvgSettings, batch_order, evaluate,
                                model_state, run_fedavg, sample_participants)
 from cotrain.models import build_model
 from cotrain.runtime import InProcessGrid
@@ -53,20 +53,24 @@ def test_fedsgd_with_one_participant_equals_sgd_steps(tiny_dataset):
 
 def test_weighted_average_by_hand():
     # (1*[1, 2] + 3*[4, 8]) / 4 = [3.25, 6.5]
-    out = get_aggregator("fedavg")([{"w": torch.tensor([1.0, 2.0])}, {"w": torch.tensor([4.0, 8.0])}], [1, 3])
-    assert torch.equal(out["w"], torch.tensor([3.25, 6.5]))
+    ups = [Upload("a", {"w": torch.tensor([1.0, 2.0])}, weight=1), Upload("b", {"w": torch.tensor([4.0, 8.0])}, weight=3)]
+    out = build_aggregator("fedavg")(ups)
+    assert torch.equal(out.tensors["w"], torch.tensor([3.25, 6.5]))
+    assert out.weights == {"a": 0.25, "b": 0.75} and out.excluded == []
 
 
 def test_median_by_hand():
-    ups = [{"w": torch.tensor([1.0, 9.0])}, {"w": torch.tensor([2.0, -5.0])}, {"w": torch.tensor([100.0, 0.0])}]
-    assert torch.equal(get_aggregator("median")(ups, [1, 1, 1])["w"], torch.tensor([2.0, 0.0]))
+    ups = [Upload(p, {"w": torch.tensor(v)}) for p, v in (("a", [1.0, 9.0]), ("b", [2.0, -5.0]), ("c", [100.0, 0.0]))]
+    assert torch.equal(build_aggregator("median")(ups).tensors["w"], torch.tensor([2.0, 0.0]))
 
 
 def test_aggregation_errors():
     with pytest.raises(ValueError, match="no uploads"):
-        get_aggregator("fedavg")([], [])
-    with pytest.raises(ValueError, match="unknown aggregator 'krum'.*fedavg"):
-        get_aggregator("krum")
+        build_aggregator("fedavg")([])
+    with pytest.raises(ValueError, match="unknown aggregator 'krum9'.*fedavg"):
+        build_aggregator("krum9")
+    with pytest.raises(ValueError, match="aggregator 'fedavg': unknown option.*beta"):
+        build_aggregator("fedavg", beta=0.1)
 
 
 def test_sampling_is_seeded_sorted_and_sized():

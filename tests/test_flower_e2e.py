@@ -1,4 +1,4 @@
-"""FedAvg on Flower's engines equals FedAvg in process: same parameters, accuracies and ledger.
+"""FedAvg and FADA on Flower's engines equal their in-process runs: same parameters, accuracies and ledger.
 
 Each test starts real Flower processes bound to 127.0.0.1 (a SuperLink, SuperNodes or Ray) through
 the launcher, which stops all of them; the tests check that none is left.
@@ -40,9 +40,20 @@ def cfg() -> ExperimentConfig:
     })
 
 
+FEDAVG = "cotrain.experiment.methods.fedavg:FLOWER_JOB"
+FADA = "cotrain.experiment.methods.fada:FLOWER_JOB"
+
+
+def _launch(launcher, cfg, job=FEDAVG, **kwargs):
+    from cotrain.runtime.job import load_job
+
+    d = cfg.model_dump_json()
+    return launcher(d, job=job, num_participants=load_job(job).num_participants(d), **kwargs)
+
+
 @pytest.fixture(scope="module")
 def reference(cfg):
-    return run_inprocess(cfg)
+    return run_inprocess(cfg.model_dump_json(), job=FEDAVG)
 
 
 def _children_of_this_process() -> list[int]:
@@ -66,15 +77,14 @@ def _assert_same_run(got, want) -> None:
     for name, t in ref_state.items():
         assert state[name].dtype == t.dtype and torch.allclose(state[name], t, atol=1e-5), name
     # Per-round records, keyed by cotrain participant id exactly as in process.
-    assert [r.round for r in history] == [1, 2, 3]
+    assert [r["round"] for r in history] == [r["round"] for r in ref_history]
     for r, ref in zip(history, ref_history):
-        assert r.participants == ref.participants
-        assert r.test_accuracy == pytest.approx(ref.test_accuracy, abs=1e-5)
-        assert r.test_loss == pytest.approx(ref.test_loss, abs=1e-5)
-        assert (r.bytes_up, r.bytes_down) == (ref.bytes_up, ref.bytes_down)
-        for pid, m in ref.participant_metrics.items():
-            assert r.participant_metrics[pid]["train_loss"] == pytest.approx(m["train_loss"], abs=1e-5)
-    assert len({tuple(r.participants) for r in ref_history}) > 1, "sampling should vary across rounds"
+        assert r["participants"] == ref["participants"]
+        assert r["test_accuracy"] == pytest.approx(ref["test_accuracy"], abs=1e-5)
+        assert r["test_loss"] == pytest.approx(ref["test_loss"], abs=1e-5)
+        assert (r["bytes_up"], r["bytes_down"]) == (ref["bytes_up"], ref["bytes_down"])
+        for pid, m in ref["participant_metrics"].items():
+            assert r["participant_metrics"][pid]["train_loss"] == pytest.approx(m["train_loss"], abs=1e-5)
     # The ledger: same bytes in total, per direction and round, and the same messages.
     assert ledger.total_bytes() == ref_ledger.total_bytes() > 0
     for direction in ("up", "down"):
@@ -94,7 +104,7 @@ def _assert_nothing_left() -> None:
 
 @pytest.mark.slow
 def test_deployment_engine_equals_in_process(cfg, reference, tmp_path):
-    got = run_flower_deployment(cfg, workdir=tmp_path, timeout_s=400)
+    got = _launch(run_flower_deployment, cfg, workdir=tmp_path, timeout_s=400)
     _assert_nothing_left()
     _assert_same_run(got, reference)
     assert (tmp_path / "results" / "ledger.jsonl").exists()
@@ -102,12 +112,41 @@ def test_deployment_engine_equals_in_process(cfg, reference, tmp_path):
 
 @pytest.mark.skipif(_ray_available() is not None, reason=_ray_available() or "")
 def test_simulation_engine_equals_in_process(cfg, reference, tmp_path):
-    got = run_flower_simulation(cfg, workdir=tmp_path, timeout_s=400)
+    got = _launch(run_flower_simulation, cfg, workdir=tmp_path, timeout_s=400)
     _assert_nothing_left()
     _assert_same_run(got, reference)
+    assert [r["round"] for r in reference[0]] == [1, 2, 3]
+    assert len({tuple(r["participants"]) for r in reference[0]}) > 1, "sampling should vary across rounds"
+
+
+@pytest.fixture(scope="module")
+def fada_cfg() -> ExperimentConfig:
+    """FADA, aggregator topology (the target is a Flower node too), 2 sources, a median rule."""
+    return ExperimentConfig.model_validate({
+        "run": {"seed": 3},
+        "method": {"name": "fada"},
+        "data": {"dataset": "synthetic", "participants": 2,
+                 "options": {"n_train": 120, "n_test": 40, "size": 16, "num_classes": 3, "num_domains": 1}},
+        "model": {"name": "small_cnn", "options": {"width": 4}},
+        "aggregation": {"name": "median"},
+        "fada": {"target_dataset": "synthetic", "target_options": {"n_train": 80, "n_test": 40, "size": 16,
+                                                                    "num_classes": 3, "num_domains": 1, "seed": 9},
+                 "topology": "aggregator", "rounds": 2, "pretrain_steps": 3, "disc_exchanges": 2,
+                 "target_encoder_steps": 2, "batch_size": 16},
+    })
+
+
+@pytest.mark.skipif(_ray_available() is not None, reason=_ray_available() or "")
+def test_fada_on_simulation_engine_equals_in_process(fada_cfg, tmp_path):
+    want = run_inprocess(fada_cfg.model_dump_json(), job=FADA)
+    got = _launch(run_flower_simulation, fada_cfg, job=FADA, workdir=tmp_path, timeout_s=400)
+    _assert_nothing_left()
+    _assert_same_run(got, want)
+    assert {e.receiver for e in want[1].entries if e.direction == "down"} == {"participant-000", "participant-001",
+                                                                              "target"}
 
 
 def test_timeout_stops_every_process(cfg, tmp_path):
     with pytest.raises(FlowerLaunchError):
-        run_flower_deployment(cfg, workdir=tmp_path, timeout_s=2)
+        _launch(run_flower_deployment, cfg, workdir=tmp_path, timeout_s=2)
     _assert_nothing_left()

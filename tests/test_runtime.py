@@ -21,7 +21,9 @@ def test_ledger_counts_exact_bytes_both_directions():
     # Assert
     assert torch.equal(replies["a"].tensors["y"], torch.full((3, 4), 2.0))
     ledger = grid.ledger
-    assert [e.bytes for e in ledger.entries] == [88, 48, 88, 48]
+    # the grid records every message down before delivery, every reply up on receipt
+    assert [e.bytes for e in ledger.entries] == [88, 88, 48, 48]
+    assert [e.value_bytes for e in ledger.entries][:2] == [len('{"n":1}')] * 2
     assert ledger.total_bytes(direction="down") == 176
     assert ledger.total_bytes(direction="up") == 96
     first = ledger.entries[0]
@@ -33,11 +35,13 @@ def test_ledger_counts_exact_bytes_both_directions():
 def test_ledger_jsonl_round_trip(tmp_path):
     grid = InProcessGrid({"a": Echo("a")})
     grid.send_and_receive({"a": Message("double", tensors={"x": torch.zeros(2, dtype=torch.float16)}, values={"n": 0})}, round=1)
-    grid.ledger.record_privacy(PrivacySpend(round=1, party="a", mechanism="gaussian", epsilon=0.5, delta=1e-5))
+    grid.ledger.record_privacy(PrivacySpend(round=1, party="a", mechanism="gaussian", noise_multiplier=1.1,
+                                            sensitivity=1.0, sampling_rate=0.1, count=3, release="update"))
     grid.ledger.write_jsonl(tmp_path / "ledger.jsonl")
     back = Ledger.read_jsonl(tmp_path / "ledger.jsonl")
     assert back.entries == grid.ledger.entries
-    assert back.privacy == [PrivacySpend(round=1, party="a", mechanism="gaussian", epsilon=0.5, delta=1e-5)]
+    assert back.privacy == [PrivacySpend(round=1, party="a", mechanism="gaussian", noise_multiplier=1.1,
+                                         sensitivity=1.0, sampling_rate=0.1, count=3, release="update")]
     assert back.total_bytes() == 4 + 4
 
 
@@ -65,3 +69,75 @@ def test_unknown_kind_and_participant_errors_are_clear():
 def test_message_rejects_non_tensors():
     with pytest.raises(TypeError, match="'w' is list"):
         Message("x", tensors={"w": [1, 2]})
+
+
+def test_values_must_be_json_and_are_metered():
+    # Prepare / Execute / Assert: a tensor, a set and an int key are refused, naming where they sit.
+    with pytest.raises(TypeError, match="values.x is Tensor"):
+        Message("m", values={"x": torch.ones(2)})
+    with pytest.raises(TypeError, match="values.s is set"):
+        Message("m", values={"s": {1, 2}})
+    with pytest.raises(TypeError, match="dict key 1"):
+        Message("m", values={"d": {1: 2}})
+    m = Message("m", values={"a": [1, 2.5], "b": "xy"})
+    assert m.value_bytes == len('{"a":[1,2.5],"b":"xy"}') == 22
+    assert Message("m").value_bytes == 0
+
+
+def test_values_are_deep_copied_between_parties():
+    class Keeper(Participant):
+        @handler("keep")
+        def keep(self, m):
+            m.values["nested"]["list"].append(99)  # must not reach the sender's dict
+            return Message("keep", values={"nested": m.values["nested"]})
+
+    sent = {"nested": {"list": [1]}}
+    grid = InProcessGrid({"a": Keeper("a")})
+    reply = grid.send_and_receive({"a": Message("keep", values=sent)}, round=1)["a"]
+    assert sent == {"nested": {"list": [1]}}
+    assert reply.values == {"nested": {"list": [1, 99]}}
+
+
+def test_planted_raw_data_in_values_fails_the_no_raw_data_check():
+    # Prepare: a participant that answers with a plain summary, and a leaky one that also
+    # plants its 1x8x8 samples in the message values (no tensor at all).
+    samples = torch.rand(3, 1, 8, 8)
+
+    class Honest(Participant):
+        @handler("train")
+        def train(self, m):
+            return Message("train", tensors={"w": torch.zeros(4)}, values={"num_examples": 3, "train_loss": 0.25},
+                           payload=PayloadKind.PARAMETERS)
+
+    class Leaky(Honest):
+        @handler("train")
+        def train(self, m):
+            reply = super().train(m)
+            return Message("train", tensors=reply.tensors, payload=reply.payload,
+                           values={**reply.values, "metrics": {"x": samples.tolist()}})
+
+    # Execute
+    honest, leaky = InProcessGrid({"a": Honest("a")}), InProcessGrid({"a": Leaky("a")})
+    honest.send_and_receive({"a": Message("train")}, round=1)
+    leaky.send_and_receive({"a": Message("train")}, round=1)
+    # Assert: the honest run passes; the planted samples are caught from the ledger's value bytes
+    assert honest.ledger.raw_data_findings((1, 8, 8)) == []
+    findings = leaky.ledger.raw_data_findings((1, 8, 8))
+    assert len(findings) == 1 and "a->server train" in findings[0] and "bytes of values" in findings[0]
+    # a raw sample sent as a tensor is caught by its shape
+    grid = InProcessGrid({"a": Honest("a")})
+    grid.send_and_receive({"a": Message("train", tensors={"x": samples})}, round=1)
+    assert any("ends in a sample's shape" in f for f in grid.ledger.raw_data_findings((1, 8, 8)))
+
+
+def test_grid_records_spends_carried_by_a_reply():
+    spend = PrivacySpend(round=2, party="a", mechanism="gaussian", noise_multiplier=2.0, sensitivity=1.0)
+
+    class Noisy(Participant):
+        @handler("go")
+        def go(self, m):
+            return Message("go", spends=(spend,))
+
+    grid = InProcessGrid({"a": Noisy("a")})
+    grid.send_and_receive({"a": Message("go")}, round=2)
+    assert grid.ledger.privacy == [spend] and grid.ledger.spends_of("a") == [spend]

@@ -25,7 +25,8 @@ def test_split_experiment_writes_a_run_whose_ledger_equals_the_formula(tmp_path,
     assert result.summary["ledger_equals_formula"] is True
     assert result.summary["leakage"]["num_observed"] >= 40
     assert "Split learning" in (result.run_dir / "report.html").read_text()
-    assert summary
+    assert summary["variant"] == variant and summary["rounds"] == 2
+    assert summary["ledger_bytes_per_epoch"] == [r["bytes_up"] + r["bytes_down"] for r in result.history]
 
 
 def test_a_cut_that_does_not_exist_fails_before_training(tmp_path):

@@ -3,7 +3,7 @@ import torch
 from cotrain.models import build_model
 from cotrain.runtime import InProcessGrid
 from cotrain.split import SplitAgent, SplitSettings, run_split, split_model
-from cotrain.split.leakage import ActivationRecorder, attribute_leakage, true_attribute
+from cotrain.audit.split_leakage import ActivationRecorder, attribute_leakage, true_attribute
 
 
 def _factory():

@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from cotrain.federated import get_aggregator
+from cotrain.aggregation import weighted_mean
 from cotrain.models import build_model
 from cotrain.runtime import InProcessGrid
 from cotrain.split import (SplitAgent, SplitSettings, agent_batch_stream, communication_model, epoch_batches,
@@ -104,7 +104,7 @@ def test_sflv1_equals_fedavg_of_full_models_over_the_same_batches(tiny_dataset):
                       [idx[b] for b in epoch_batches(len(idx), 16, agent_batch_stream(SEED, pid, epoch))], 0.1)
             states.append(side_state(local))
             weights.append(len(idx))
-        central.load_state_dict(get_aggregator("fedavg")(states, weights))
+        central.load_state_dict(weighted_mean(states, weights))
     _assert_same(split, central, atol=1e-5)
 
 

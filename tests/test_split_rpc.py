@@ -11,7 +11,7 @@ from cotrain.models import build_model
 from cotrain.runtime import InProcessGrid
 from cotrain.split import SplitAgent, SplitSettings, run_split
 from cotrain.split.launch import launch
-from cotrain.split.rpc import EchoAgent, round_trip_times
+from cotrain.runtime.rpc import EchoAgent, round_trip_times
 
 SETTINGS = SplitSettings(variant="sflv2", cut="conv1", epochs=2, batch_size=16, lr=0.1)
 SHARDS = {"a0": range(0, 80, 2), "a1": range(1, 80, 2)}

@@ -26,21 +26,16 @@ QUICK_ENV = "COTRAIN_DEMO_QUICK"
 
 @contextmanager
 def input_errors() -> Iterator[None]:
-    """Turn config and data-set errors into one red line and exit code 2 (a failed Flower launch:
-    its message, which names the log folder, and exit code 1)."""
-    from cotrain.data.registry import DatasetNotFoundError
-    from cotrain.experiment.errors import ConfigError
+    """Turn cotrain's own errors into one red line: exit code 1 for a run that failed (a Flower
+    launch: its message names the log folder), 2 for bad input. Anything else is a bug and keeps
+    its traceback."""
+    from cotrain.errors import CotrainError, RunFailedError
 
     try:
         yield
-    except (ConfigError, DatasetNotFoundError) as exc:
+    except CotrainError as exc:
         err_console.print(f"error: {exc}", style="bold red", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(code=2) from None
-    except RuntimeError as exc:
-        if type(exc).__name__ != "FlowerLaunchError":  # Flower's processes failed: say so, with the log folder
-            raise
-        err_console.print(f"error: {exc}", style="bold red", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1) from None
+        raise typer.Exit(code=1 if isinstance(exc, RunFailedError) else 2) from None
 
 
 def _human_bytes(n: Any) -> str:
@@ -159,7 +154,7 @@ def audit(
     quiet: bool = Quiet,
 ) -> None:
     """Gradient audit of a saved run: replay it (same seed, same uploads) with a curious server."""
-    from cotrain.experiment.audit_hook import audit_config_for
+    from cotrain.experiment.crosscutting.audit import audit_config_for
 
     with input_errors():
         cfg = audit_config_for(run_dir, rounds=rounds, attribute=attribute)

@@ -29,3 +29,7 @@ class UnknownNameError(CotrainError, ValueError):
 
 class OptionsError(CotrainError, ValueError):
     """Options that a registered entry does not accept (unknown key, or a keyword it lacks)."""
+
+
+class RunFailedError(CotrainError, RuntimeError):
+    """A run that was started failed outside the user's input (a runtime's processes died, timed out)."""

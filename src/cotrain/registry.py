@@ -87,14 +87,12 @@ def _qualname(obj: Any) -> str:
 
 def check_options(func: Callable[..., Any], options: dict[str, Any], what: str) -> None:
     """:class:`OptionsError` naming the accepted options when ``options`` has a key ``func`` does not
-    take as a keyword. Checked against the signature up front, so an error from inside ``func`` is
+    take as a keyword-only argument (options are keyword-only everywhere). Checked against the signature up front, so an error from inside ``func`` is
     never mistaken for a bad option."""
     params = inspect.signature(func).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    accepted = [n for n, p in params.items()
-                if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-                and n != "self"]
+    accepted = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise OptionsError(f"{what}: unknown option(s) {', '.join(unknown)}; "

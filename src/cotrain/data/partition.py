@@ -12,27 +12,23 @@ from typing import Any, Callable
 import numpy as np
 
 from cotrain.data.base import ArrayDataset
-from cotrain.data.registry import check_options
+from cotrain.registry import Registry, check_options
 from cotrain.seeding import numpy_rng
 
 Partitioner = Callable[..., list[np.ndarray]]
-_PARTITIONERS: dict[str, Partitioner] = {}
+PARTITIONERS: Registry[Partitioner] = Registry("partitioner")
 MAX_TRIES = 1000
 
 
 def register_partitioner(name: str) -> Callable[[Partitioner], Partitioner]:
     """Decorator registering ``fn(dataset, num_participants, rng, **options) -> list[index array]``."""
 
-    def decorate(fn: Partitioner) -> Partitioner:
-        _PARTITIONERS[name] = fn
-        return fn
-
-    return decorate
+    return PARTITIONERS.register(name)
 
 
 def available_partitioners() -> list[str]:
     """Registered partitioner names, sorted."""
-    return sorted(_PARTITIONERS)
+    return PARTITIONERS.names()
 
 
 def partition(
@@ -43,9 +39,7 @@ def partition(
     Raises ``ValueError`` for an unknown partitioner (listing the known ones), an unknown option,
     fewer than one participant or more participants than samples.
     """
-    if name not in _PARTITIONERS:
-        raise ValueError(f"unknown partitioner {name!r}; known: {', '.join(available_partitioners())}")
-    fn = _PARTITIONERS[name]
+    fn = PARTITIONERS.get(name)
     check_options(fn, options, f"partitioner {name!r}")
     n, k = len(dataset), num_participants
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:

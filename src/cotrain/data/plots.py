@@ -17,16 +17,15 @@ def plot_partition(
     """Save a stacked bar chart (PNG) of counts per participant, one colour per class
     (or per value of ``by``: ``"domain"`` or an attribute name). Returns the path written."""
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot, no backend switch
 
     table = partition_table(dataset, parts, by=by)
     k, width = table.shape
     names = (dataset.class_names if by == "label" else dataset.attribute_values.get(by)) or []
     labels = [names[v] if v < len(names) else str(v) for v in range(width)]
-    cmap = plt.get_cmap("tab10" if width <= 10 else "tab20")
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * k + 2), 3.5))
+    cmap = matplotlib.colormaps["tab10" if width <= 10 else "tab20"]
+    fig = Figure(figsize=(max(4.0, 0.45 * k + 2), 3.5))
+    ax = fig.subplots()
     bottom = np.zeros(k)
     for v in range(width):
         ax.bar(np.arange(k), table[:, v], bottom=bottom, color=cmap(v % cmap.N), label=labels[v],
@@ -42,5 +41,4 @@ def plot_partition(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

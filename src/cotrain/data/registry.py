@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cotrain.data.base import DatasetSplits
+from cotrain.errors import CotrainError
+from cotrain.registry import Registry, check_options
 
 Loader = Callable[..., DatasetSplits]
 SizeProbe = Callable[[Path], tuple[int, int]]
@@ -26,7 +28,7 @@ DATA_ENV = "COTRAIN_DATA"
 GET_DATA_HINT = f"set {DATA_ENV} or pass data_dir"
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(CotrainError, FileNotFoundError):
     """A data set's files are not where they were looked for."""
 
 
@@ -73,7 +75,7 @@ class DatasetInfo:
     description: str
 
 
-_REGISTRY: dict[str, DatasetSpec] = {}
+_REGISTRY: Registry[DatasetSpec] = Registry("data set")
 
 
 def register_dataset(
@@ -88,10 +90,11 @@ def register_dataset(
     """Decorator registering ``loader(root, **options) -> DatasetSplits`` under ``name``."""
 
     def decorate(loader: Loader) -> Loader:
-        if name in _REGISTRY and _REGISTRY[name].loader is not loader:
+        old = _REGISTRY._entries.get(name)
+        if old is not None and old.loader is not loader and old.loader.__qualname__ != loader.__qualname__:
             raise ValueError(f"data set {name!r} is already registered")
         doc_line = (inspect.getdoc(loader) or "").split("\n", 1)[0]
-        _REGISTRY[name] = DatasetSpec(
+        _REGISTRY._entries[name] = DatasetSpec(
             name, loader, folder, tuple(files), how_to_get, sizes, description or doc_line
         )
         return loader
@@ -102,15 +105,13 @@ def register_dataset(
 def dataset_names() -> list[str]:
     """Registered names, sorted."""
     _import_readers()
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_spec(name: str) -> DatasetSpec:
-    """The registration of ``name``; ``KeyError`` listing the known names otherwise."""
+    """The registration of ``name``; :class:`~cotrain.errors.UnknownNameError` listing the known names otherwise."""
     _import_readers()
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown data set {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 
 def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
@@ -161,25 +162,12 @@ def require_files(spec: DatasetSpec, root: Path) -> None:
         raise not_found(missing, f"data set {spec.name!r}", spec.how_to_get)
 
 
-def check_options(func: Callable[..., Any], options: dict[str, Any], what: str) -> None:
-    """Raise ``ValueError`` naming the accepted options when ``options`` has an unknown key."""
-    params = inspect.signature(func).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ValueError(
-            f"{what}: unknown option(s) {', '.join(unknown)}; accepted: {', '.join(accepted) or 'none'}"
-        )
-
-
 def load_dataset(name: str, *, data_dir: str | Path | None = None, **options: Any) -> DatasetSplits:
     """Load the registered data set ``name`` with reader ``options``.
 
     Returns train and test :class:`ArrayDataset` s (images float32 in [0, 1], shape (N, C, H, W);
     labels int64, shape (N,)). Raises :class:`DatasetNotFoundError` when files are missing,
-    ``KeyError`` for an unknown name and ``ValueError`` for an unknown option.
+    ``UnknownNameError`` for an unknown name and ``OptionsError`` for an unknown option.
     """
     spec = get_spec(name)
     check_options(spec.loader, options, f"data set {name!r}")
@@ -193,7 +181,7 @@ def available_datasets(data_dir: str | Path | None = None) -> list[DatasetInfo]:
     """One :class:`DatasetInfo` per registered data set, sorted by name (cheap: no decoding)."""
     infos = []
     for name in dataset_names():
-        spec = _REGISTRY[name]
+        spec = _REGISTRY.get(name)
         root = dataset_root(spec, data_dir)
         found = root is None or _missing(root, spec.files) is None
         n_train = n_test = None

@@ -8,7 +8,7 @@
 from cotrain.experiment.config import (ExperimentConfig, config_from_dict, config_to_toml, demo_config, load_config,
                                        parse_config, parse_override, save_config, with_overrides)
 from cotrain.experiment.errors import ConfigError
-from cotrain.experiment.methods import (Method, MethodOutcome, RunContext, available_methods, get_method,
+from cotrain.experiment.method import (Method, MethodOutcome, RunContext, available_methods, get_method,
                                         register_method)
 from cotrain.experiment.report import Report, Section
 from cotrain.experiment.rundir import RunFolder, create_run_dir, read_jsonl

@@ -1,180 +1,56 @@
-"""Experiment files: a TOML config validated with pydantic.
+"""Experiment files: a TOML config validated with pydantic, assembled from registered sections.
 
-Every section forbids unknown keys and takes values strictly (``rounds = "10"`` is a wrong type,
-not a silently converted one), so a typo is an error that names the key, not a silent default.
-Names (method, model, data set, partitioner, aggregator) are checked against their registries
-when the config is built, before any data is loaded or any training starts.
-
-Method sections (``[fedavg]``, and those later methods add as fields of
-:class:`ExperimentConfig`) are looked up by ``[method] name``; sections of methods that are not
-selected may be present and are validated too.
+:class:`ExperimentConfig` has one field per registered section (:mod:`.section`): the core
+``[run]``, ``[data]``, ``[model]``, ``[method]``, each method's own section and the cross-cutting
+ones (``[aggregation]``, ``[attack]``, ``[defence]``, ``[audit]``). Sections of methods that are not
+selected may be present and are validated too. A typo is an error that names the key, never a
+silent default.
 """
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Mapping
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, create_model, model_validator
 
-from cotrain.experiment.errors import ConfigError, format_validation_error
-from cotrain.experiment.audit_hook import AuditSection
-from cotrain.experiment.fada_method import FadaSection
-from cotrain.experiment.split_method import SplitSection
-
-Runtime = Literal["inprocess", "flower-simulation", "flower-deployment"]
-
-
-def _check_name(kind: str, name: str, known: Callable[[], list[str]]) -> str:
-    names = known()
-    if name not in names:
-        raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(names) or 'none'}")
-    return name
+import cotrain.experiment.crosscutting as _crosscutting
+from cotrain.errors import ConfigError
+from cotrain.experiment.errors import format_validation_error
+from cotrain.experiment.method import METHODS
+from cotrain.experiment.section import CORE_SECTIONS, SECTIONS, Section
+from cotrain.registry import import_all
 
 
-def _known_methods() -> list[str]:
-    from cotrain.experiment.methods import available_methods
-
-    return available_methods()
-
-
-def _known_models() -> list[str]:
-    from cotrain.models import available_models
-
-    return available_models()
-
-
-def _known_datasets() -> list[str]:
-    from cotrain.data.registry import dataset_names
-
-    return dataset_names()
-
-
-def _known_partitioners() -> list[str]:
-    from cotrain.data import available_partitioners
-
-    return available_partitioners()
-
-
-def _known_aggregators() -> list[str]:
-    from cotrain.federated.aggregation import available_aggregators
-
-    return available_aggregators()
-
-
-class Section(BaseModel):
-    """A TOML table: unknown keys are errors, values are taken strictly."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
-
-
-class RunSection(Section):
-    """``[run]``: naming, seeding and where the experiment runs."""
-
-    name: str = "run"
-    seed: int = Field(0, ge=0)
-    output_dir: str = "runs"
-    runtime: Runtime = "inprocess"
-    timeout_s: float = Field(600.0, gt=0, description="flower-deployment: seconds before giving up")
-    save_model: bool = True
-    threads: int | None = Field(None, ge=1, description="torch CPU threads for this run (default: torch's choice)")
-
-    @field_validator("name")
-    @classmethod
-    def _name_is_a_folder_name(cls, v: str) -> str:
-        if not v or any(c in v for c in "/\\:") or v in (".", ".."):
-            raise ValueError("must be a plain folder name (no '/', '\\' or ':')")
-        return v
-
-
-class DataSection(Section):
-    """``[data]``: which data set, how much of it, and how it is split across participants."""
-
-    dataset: str = "synthetic"
-    data_dir: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
-    participants: int = Field(10, ge=1)
-    partition: str = "iid"
-    partition_options: dict[str, Any] = Field(default_factory=dict)
-    max_train_samples: int | None = Field(None, ge=1)
-    max_test_samples: int | None = Field(None, ge=1)
-
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, v: str) -> str:
-        return _check_name("data set", v, _known_datasets)
-
-    @field_validator("partition")
-    @classmethod
-    def _known_partition(cls, v: str) -> str:
-        return _check_name("partitioner", v, _known_partitioners)
-
-
-class ModelSection(Section):
-    """``[model]``: a registered block model and its options (e.g. ``width``)."""
-
-    name: str = "small_cnn"
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _known_model(cls, v: str) -> str:
-        return _check_name("model", v, _known_models)
-
-
-class MethodSection(Section):
-    """``[method]``: which registered method runs; its settings are in the section of that name."""
-
-    name: str = "fedavg"
-
-    @field_validator("name")
-    @classmethod
-    def _known_method(cls, v: str) -> str:
-        return _check_name("method", v, _known_methods)
-
-
-class FedAvgSection(Section):
-    """``[fedavg]``: FedAvg (``upload = "parameters"``) or FedSGD (``upload = "gradient"``)."""
-
-    rounds: int = Field(10, ge=1)
-    fraction: float = Field(1.0, gt=0, le=1)
-    participants_per_round: int | None = Field(None, ge=1)
-    local_steps: int = Field(10, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    upload: Literal["parameters", "gradient"] = "parameters"
-    server_lr: float = Field(1.0, gt=0)
-    aggregator: str = "fedavg"
-
-    @field_validator("aggregator")
-    @classmethod
-    def _known_aggregator(cls, v: str) -> str:
-        return _check_name("aggregator", v, _known_aggregators)
-
-
-class ExperimentConfig(Section):
-    """The whole experiment. Sections of methods that are not selected may be present and are validated."""
-
-    run: RunSection = Field(default_factory=RunSection)
-    data: DataSection = Field(default_factory=DataSection)
-    model: ModelSection = Field(default_factory=ModelSection)
-    method: MethodSection = Field(default_factory=MethodSection)
-    fedavg: FedAvgSection = Field(default_factory=FedAvgSection)
-    split: SplitSection = Field(default_factory=SplitSection)
-    fada: FadaSection = Field(default_factory=FadaSection)
-    audit: AuditSection = Field(default_factory=AuditSection)
+class _ConfigBase(Section):
+    """Checks across sections."""
 
     @model_validator(mode="after")
-    def _fits_together(self) -> "ExperimentConfig":
-        k = self.fedavg.participants_per_round
-        if k is not None and k > self.data.participants:
+    def _fits_together(self) -> Any:
+        fedavg = getattr(self, "fedavg", None)
+        k = getattr(fedavg, "participants_per_round", None)
+        if k is not None and k > self.data.participants:  # type: ignore[attr-defined]
             raise ConfigError(f"fedavg.participants_per_round: must be <= data.participants "
-                              f"({self.data.participants}) (got {k})", key="fedavg.participants_per_round")
+                              f"({self.data.participants}) (got {k})", key="fedavg.participants_per_round")  # type: ignore[attr-defined]
         return self
+
+
+def _assemble() -> type[Section]:
+    METHODS.names()  # imports every method module: each registers its section
+    import_all(_crosscutting)
+    names = list(CORE_SECTIONS) + [n for n in SECTIONS.names() if n not in CORE_SECTIONS]
+    fields: dict[str, Any] = {}
+    for name in names:
+        cls = SECTIONS.get(name)
+        fields[name] = (cls, Field(default_factory=cls))
+    model = create_model("ExperimentConfig", __base__=_ConfigBase, **fields)
+    model.__doc__ = "The whole experiment: one field per registered section."
+    return model
+
+
+ExperimentConfig: Any = _assemble()
 
 
 # -- building, reading, writing -------------------------------------------------------------

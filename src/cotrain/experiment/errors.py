@@ -11,17 +11,8 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel, ValidationError
 
+from cotrain.errors import ConfigError
 
-class ConfigError(ValueError):
-    """An experiment file (or a config built in code) is wrong. ``str(err)`` is one line.
-
-    Attributes:
-        key: dotted path of the offending key (``"fedavg.lr"``), or ``""`` for the file as a whole.
-    """
-
-    def __init__(self, message: str, *, key: str = "") -> None:
-        super().__init__(" ".join(str(message).split()))
-        self.key = key
 
 
 def dotted(loc: Iterable[Any]) -> str:

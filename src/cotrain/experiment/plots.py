@@ -1,7 +1,8 @@
 """The run's PNG plots: test accuracy per round, bytes per round stacked by payload kind.
 
-(The partition plot, class counts per participant, is drawn by ``cotrain.data.plot_partition``.)
-Matplotlib runs on its file-only backend, so no display is ever needed.
+(The partition plot, class counts per participant, is drawn by ``cotrain.data.plots.plot_partition``.)
+Figures are plain ``matplotlib.figure.Figure`` objects saved to files: no pyplot state and no
+backend switch, so importing cotrain never changes the user's matplotlib backend.
 """
 
 from __future__ import annotations
@@ -10,16 +11,23 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+
+def figure(figsize: tuple[float, float]) -> tuple[Figure, Any]:
+    """A figure and one axes, outside pyplot."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
+
+
+def colormap(n: int) -> Any:
+    return matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
 
 
 def _save(fig: Any, path: str | Path) -> Path:
     p = Path(path)
     fig.tight_layout()
     fig.savefig(p, dpi=110)
-    plt.close(fig)
     return p
 
 
@@ -28,7 +36,7 @@ def plot_accuracy(history: Sequence[dict[str, Any]], path: str | Path, *, title:
     rounds = [r["round"] for r in history]
     acc = [r.get("test_accuracy") for r in history]
     loss = [r.get("test_loss") for r in history]
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = figure((6, 3.6))
     ax.plot(rounds, [a if a is not None else float("nan") for a in acc], "o-", color="tab:blue", label="accuracy")
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy", color="tab:blue")
@@ -51,7 +59,7 @@ def plot_bytes(by_round: dict[int, dict[str, int]], path: str | Path,
     ``Ledger.bytes_by_round_and_payload()``."""
     rounds = sorted(by_round)
     kinds = sorted({k for v in by_round.values() for k in v})
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = figure((6, 3.6))
     bottom = [0.0] * len(rounds)
     scale, unit = _unit(max((sum(v.values()) for v in by_round.values()), default=0))
     for kind in kinds:
@@ -73,27 +81,25 @@ def _unit(n: float) -> tuple[float, str]:
     return 1.0, "bytes"
 
 
-def plot_partition(dataset: Any, parts: Sequence[Any], path: str | Path) -> Path:
-    """Class counts per participant (stacked bars). Uses ``cotrain.data.plot_partition`` when the
-    data package has it, else draws ``cotrain.data.partition_table`` here."""
-    import cotrain.data as data
-
-    theirs = getattr(data, "plot_partition", None)
-    if theirs is not None:
-        out = theirs(dataset, list(parts), path)
-        return Path(out) if out is not None else Path(path)
-    table = data.partition_table(dataset, list(parts))  # (participants, classes)
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    names = [str(i) for i in range(len(parts))]
-    bottom = [0.0] * len(parts)
-    cmap = plt.get_cmap("tab10" if table.shape[1] <= 10 else "tab20")
-    for c in range(table.shape[1]):
-        values = [float(v) for v in table[:, c]]
-        ax.bar(names, values, bottom=bottom, color=cmap(c % cmap.N), label=str(c))
-        bottom = [b + v for b, v in zip(bottom, values)]
-    ax.set_xlabel("participant")
-    ax.set_ylabel("training samples")
-    if table.shape[1] <= 20:
-        ax.legend(title="class", fontsize=7, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left")
-    ax.set_title("Class counts per participant")
+def plot_scores(history: Sequence[dict[str, Any]], path: str | Path, *, marked: Sequence[str] = ()) -> Path | None:
+    """Participant x round heatmap of the aggregation rule's scores; excluded uploads crossed,
+    ``marked`` participants (the malicious ones) starred. None when the rule gave no scores."""
+    rounds = [r for r in history if r.get("aggregation", {}).get("scores")]
+    if not rounds:
+        return None
+    ids = sorted({p for r in rounds for p in r["aggregation"]["scores"]})
+    grid = [[r["aggregation"]["scores"].get(p, float("nan")) for r in rounds] for p in ids]
+    fig, ax = figure((max(4.0, 0.35 * len(rounds) + 2.5), max(3.0, 0.25 * len(ids) + 1.2)))
+    im = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
+    fig.colorbar(im, ax=ax, label="score")
+    for j, r in enumerate(rounds):
+        for p in r["aggregation"].get("excluded", []):
+            if p in ids:
+                ax.plot(j, ids.index(p), "x", color="red", markersize=6)
+    ax.set_yticks(range(len(ids)))
+    ax.set_yticklabels([("* " if p in marked else "") + p for p in ids], fontsize=6)
+    ax.set_xticks(range(len(rounds)))
+    ax.set_xticklabels([str(r["round"]) for r in rounds], fontsize=7)
+    ax.set_xlabel("round")
+    ax.set_title("Aggregation scores (x: excluded, *: malicious)")
     return _save(fig, path)

@@ -127,4 +127,5 @@ def round_rows(history: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The per-round table: the scalar columns of each round record."""
     return [{"round": r.get("round"), "test_accuracy": r.get("test_accuracy"), "test_loss": r.get("test_loss"),
              "participants": len(r.get("participants", [])), "bytes_up": r.get("bytes_up"),
-             "bytes_down": r.get("bytes_down"), "seconds": r.get("seconds")} for r in history]
+             "bytes_down": r.get("bytes_down"), "seconds": r.get("seconds"),
+             "excluded": ", ".join(r.get("aggregation", {}).get("excluded", [])) or "–"} for r in history]

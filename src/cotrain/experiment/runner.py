@@ -15,8 +15,9 @@ from typing import Any, Callable
 import torch
 
 from cotrain.experiment.config import ExperimentConfig, config_from_dict, save_config
-from cotrain.experiment.methods import Method, MethodOutcome, RunContext, get_method
-from cotrain.experiment.plots import plot_accuracy, plot_bytes, plot_partition
+from cotrain.experiment.method import Method, MethodOutcome, RunContext, get_method
+from cotrain.data.plots import plot_partition
+from cotrain.experiment.plots import plot_accuracy, plot_bytes, plot_scores
 from cotrain.experiment.report import Report, Section, image_html, key_value_html, round_rows, table_html
 from cotrain.experiment.rundir import RunFolder, create_run_dir
 from cotrain.runtime.ledger import Ledger
@@ -130,6 +131,8 @@ def build_summary(cfg: ExperimentConfig, method: Method, outcome: MethodOutcome,
         "name": run_dir.name, "run_dir": str(run_dir), "method": cfg.method.name, "runtime": cfg.run.runtime,
         "seed": cfg.run.seed, "dataset": method.dataset_name, "model": cfg.model.name,
         "model_parameters": n_params, "participants": method.num_participants, "rounds": len(history),
+        "test_samples": method.test_samples,
+        "excluded_uploads": sum(len(r.get("aggregation", {}).get("excluded", [])) for r in history),
         "final_test_accuracy": last.get("test_accuracy"), "final_test_loss": last.get("test_loss"),
         "best_test_accuracy": max(accs) if accs else None,
         "bytes_up": ledger.total_bytes(direction="up"), "bytes_down": ledger.total_bytes(direction="down"),
@@ -161,6 +164,12 @@ def standard_sections(folder: RunFolder, method: Method, outcome: MethodOutcome,
         sections.append(Section("Partition", image_html(
             png, alt="partition",
             caption=f"Training samples of each class held by each participant ({method.cfg.data.partition}).")))
+    png = plot_scores(outcome.history, folder.plot("scores"), marked=summary.get("malicious", []))
+    if png is not None:
+        sections.append(Section("Aggregation", image_html(
+            png, alt="scores per participant and round",
+            caption=f"Rule {summary.get('aggregator', '?')}: each upload's score per round; "
+                    f"{summary['excluded_uploads']} uploads excluded in all.")))
     sections.append(Section("Per round", table_html(round_rows(outcome.history))))
     if outcome.participant_rows:
         sections.append(Section("Per participant", table_html(outcome.participant_rows)))

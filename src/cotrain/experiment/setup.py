@@ -6,17 +6,24 @@ participant built anywhere from the same config and id is the same participant.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cotrain.behaviours import BehaviourSpec, behave
 from cotrain.data import load_dataset, partition
 from cotrain.data.base import ArrayDataset, DatasetSplits
-from cotrain.experiment.config import ExperimentConfig
+from cotrain.experiment.section import DataSection
 from cotrain.federated.participant import FedAvgParticipant
 from cotrain.models import BlockModel, build_model
+from cotrain.runtime.grid import Participant
 from cotrain.seeding import derive_seed, numpy_rng
+
+if TYPE_CHECKING:
+    from cotrain.experiment.config import ExperimentConfig
 
 
 def participant_id(index: int) -> str:
@@ -31,53 +38,79 @@ class ExperimentData:
     parts: list[np.ndarray]
 
     def participant_data(self, index: int) -> ArrayDataset:
+        """A copy of participant ``index``'s training data (callers may change it freely)."""
         return self.splits.train.subset(self.parts[index])
 
 
-def _cap(ds: ArrayDataset, n: int | None, seed: int, name: str) -> ArrayDataset:
+def cap(ds: ArrayDataset, n: int | None, seed: int, name: str) -> ArrayDataset:
     if n is None or n >= len(ds):
         return ds
     idx = np.sort(numpy_rng(seed, "subsample", name).choice(len(ds), size=n, replace=False))
     return ds.subset(idx)
 
 
-def load_experiment_data(cfg: ExperimentConfig) -> ExperimentData:
-    """Load, subsample and partition the data named in ``cfg`` (seeded by ``cfg.run.seed``)."""
-    return _load_cached(cfg.model_dump_json(include={"run": {"seed"}, "data": True}))
+def load_experiment_data(cfg: "ExperimentConfig") -> ExperimentData:
+    """Load, subsample and partition the data named in ``cfg`` (seeded by ``cfg.run.seed``).
+
+    Loaded once per process and data section; every caller gets its own copy of the arrays, so
+    a participant that changes its data (an attack's data hook) changes nobody else's.
+    """
+    cached = _load_cached(json.dumps({"seed": cfg.run.seed, "data": cfg.data.model_dump(mode="json")}, sort_keys=True))
+    return ExperimentData(splits=DatasetSplits(train=_copy(cached.splits.train), test=_copy(cached.splits.test)),
+                          parts=[p.copy() for p in cached.parts])
+
+
+def _copy(ds: ArrayDataset) -> ArrayDataset:
+    return ds.subset(np.arange(len(ds)))
 
 
 @lru_cache(maxsize=4)
 def _load_cached(key: str) -> ExperimentData:
-    cfg = ExperimentConfig.model_validate_json(key)
-    d, seed = cfg.data, cfg.run.seed
+    raw = json.loads(key)
+    d, seed = DataSection.model_validate(raw["data"]), int(raw["seed"])
     options = dict(d.options)
     if d.dataset == "synthetic":  # generated data: its seed, too, comes from the root seed
         options.setdefault("seed", derive_seed(seed, "dataset"))
     splits = load_dataset(d.dataset, data_dir=d.data_dir, **options)
-    splits = DatasetSplits(train=_cap(splits.train, d.max_train_samples, seed, "train"),
-                           test=_cap(splits.test, d.max_test_samples, seed, "test"))
+    splits = DatasetSplits(train=cap(splits.train, d.max_train_samples, seed, "train"),
+                           test=cap(splits.test, d.max_test_samples, seed, "test"))
     parts = partition(d.partition, splits.train, d.participants, seed=derive_seed(seed, "partition"),
                       **d.partition_options)
     return ExperimentData(splits=splits, parts=parts)
 
 
-def build_global_model(cfg: ExperimentConfig, data: ExperimentData) -> BlockModel:
+def build_global_model(cfg: "ExperimentConfig", data: ExperimentData) -> BlockModel:
     """The initial shared model, a function of the root seed."""
     train = data.splits.train
     return build_model(cfg.model.name, input_shape=train.input_shape, num_classes=train.num_classes,
                        seed=derive_seed(cfg.run.seed, "init"), **cfg.model.options)
 
 
-def build_fedavg_participant(cfg: ExperimentConfig, index: int, data: ExperimentData | None = None) -> FedAvgParticipant:
-    """Participant ``index`` of a FedAvg experiment, holding its own partition only."""
+def build_fedavg_participant(cfg: "ExperimentConfig", index: int, data: ExperimentData | None = None,
+                             behaviours: BehaviourSpec | None = None) -> Participant:
+    """Participant ``index`` of a FedAvg experiment, holding its own partition only, with the run's
+    attack and defences applied (the one place FedAvg participants are built: in process and in
+    Flower's client processes alike)."""
     data = data if data is not None else load_experiment_data(cfg)
     if not 0 <= index < len(data.parts):
         raise ValueError(f"participant index {index} out of range 0..{len(data.parts) - 1}")
     train = data.splits.train
-    return FedAvgParticipant(
-        participant_id(index),
-        model_factory=lambda: build_model(cfg.model.name, input_shape=train.input_shape,
-                                          num_classes=train.num_classes, **cfg.model.options),
-        train_data=data.participant_data(index),
-        seed=cfg.run.seed,
-    )
+    pid = participant_id(index)
+    spec = behaviours if behaviours is not None else run_behaviours(cfg, len(data.parts))
+    chosen, context = spec.for_participant(pid, seed=cfg.run.seed, num_participants=len(data.parts))
+
+    def build(local: ArrayDataset) -> Participant:
+        return FedAvgParticipant(
+            pid, model_factory=lambda: build_model(cfg.model.name, input_shape=train.input_shape,
+                                                   num_classes=train.num_classes, **cfg.model.options),
+            train_data=local, seed=cfg.run.seed)
+
+    return behave(build, data.participant_data(index), chosen, context)
+
+
+def run_behaviours(cfg: "ExperimentConfig", num_participants: int) -> BehaviourSpec:
+    """The run's :class:`BehaviourSpec` (who is malicious, which defences) from ``[attack]``/``[defence]``."""
+    from cotrain.experiment.crosscutting.behaviours import behaviour_spec
+
+    return behaviour_spec(cfg, [participant_id(i) for i in range(num_participants)])
+

@@ -9,11 +9,11 @@ from typing import Callable
 
 import torch
 
-from cotrain.federated.aggregation import get_aggregator
+from cotrain.aggregation import Aggregate, Aggregator, Upload, build_aggregator
 from cotrain.federated.records import TrainInstruction, TrainResult, load_model_state, model_state
 from cotrain.models.blocks import BlockModel
 from cotrain.runtime.grid import Grid
-from cotrain.seeding import numpy_rng
+from cotrain.seeding import derive_seed, numpy_rng
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,6 @@ class FedAvgSettings:
     weight_decay: float = 0.0
     upload: str = "parameters"
     server_lr: float = 1.0
-    aggregator: str = "fedavg"
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -44,7 +43,6 @@ class FedAvgSettings:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
         if self.upload not in ("parameters", "gradient"):
             raise ValueError(f"upload must be 'parameters' or 'gradient', got {self.upload!r}")
-        get_aggregator(self.aggregator)
 
 
 @dataclass
@@ -59,6 +57,7 @@ class RoundRecord:
     bytes_up: int
     bytes_down: int
     participant_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    aggregation: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -82,13 +81,17 @@ def sample_participants(ids: list[str], settings: FedAvgSettings, *, seed: int, 
 def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed: int,
                evaluate: Evaluator | None = None,
                on_round: Callable[[RoundRecord], None] | None = None,
-               observers: list[Observer] | None = None) -> list[RoundRecord]:
+               observers: list[Observer] | None = None, aggregator: Aggregator | None = None) -> list[RoundRecord]:
     """Run ``settings.rounds`` rounds; ``model`` holds the global model and is updated in place.
 
+    ``aggregator`` (default: ``build_aggregator("fedavg")``) combines each round's uploads, weighted
+    by example counts, with the global model of the round as the reference state (parameter
+    uploads); its per-participant weights, scores and exclusions go into the round record, and any
+    noised release it makes (server-side DP) onto the ledger.
     ``observers`` see each round's uploads as the server received them (the curious server of the
     gradient audit is one); they never see participants' data.
     """
-    aggregate = get_aggregator(settings.aggregator)
+    aggregator = aggregator if aggregator is not None else build_aggregator("fedavg")
     history: list[RoundRecord] = []
     for rnd in range(1, settings.rounds + 1):
         t0 = time.perf_counter()
@@ -102,9 +105,13 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
         results = {pid: TrainResult.from_message(replies[pid]) for pid in sorted(replies)}
         for observe in observers or []:
             observe(rnd, results, model)
-        uploads = [r.tensors for r in results.values()]
-        weights = [r.num_examples for r in results.values()]
-        merged = aggregate(uploads, weights)
+        reference = instr.parameters if settings.upload == "parameters" else None
+        uploads = [Upload(pid, r.tensors, weight=r.num_examples) for pid, r in results.items()]
+        outcome: Aggregate = aggregator(uploads, round=rnd, reference=reference,
+                                        seed=derive_seed(seed, "aggregation", rnd))
+        for spend in getattr(outcome, "spends", ()):  # server-side noise (DP-FedAvg) is a release too
+            grid.ledger.record_privacy(spend)
+        merged = outcome.tensors
         if settings.upload == "parameters":
             load_model_state(model, merged)
         else:
@@ -121,6 +128,7 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
             bytes_down=grid.ledger.total_bytes(direction="down") - down0,
             participant_metrics={pid: {"num_examples": float(r.num_examples), "train_loss": r.train_loss, **r.metrics}
                                  for pid, r in results.items()},
+            aggregation=outcome.to_json(),
         )
         history.append(record)
         if on_round is not None:

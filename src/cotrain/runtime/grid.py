@@ -12,14 +12,19 @@ from typing import Callable, Mapping
 
 import torch
 
-from cotrain.runtime.ledger import Ledger
+from cotrain.runtime.ledger import SERVER, Ledger
 from cotrain.runtime.message import Message
 
 Handler = Callable[[Message], Message]
 
 
 class Grid(ABC):
-    """What the server sees of the participants: their ids, and replies to its messages."""
+    """What the server sees of the participants: their ids, and replies to its messages.
+
+    :meth:`send_and_receive` is a template method: it checks the addressees, records every message
+    on ``self.ledger``, hands them to the runtime's :meth:`_deliver` and records every reply, so no
+    runtime can forget the ledger. Runtimes implement :meth:`participant_ids` and :meth:`_deliver`.
+    """
 
     ledger: Ledger
 
@@ -28,11 +33,29 @@ class Grid(ABC):
         """Ids of the participants that are connected, sorted."""
 
     @abstractmethod
-    def send_and_receive(self, messages: Mapping[str, Message], *, round: int) -> dict[str, Message]:
-        """Deliver ``messages[pid]`` to each participant ``pid``; return their replies by id.
+    def _deliver(self, messages: dict[str, Message], *, round: int) -> dict[str, Message]:
+        """Runtime-specific delivery: ``messages[pid]`` to ``pid``, their replies by id."""
 
-        Both directions are recorded on ``self.ledger``.
+    def send_and_receive(self, messages: Mapping[str, Message], *, round: int) -> dict[str, Message]:
+        """Deliver ``messages[pid]`` to each participant ``pid``; return their replies by id (sorted).
+
+        Both directions are recorded on ``self.ledger``, down before delivery, up on receipt.
         """
+        connected = set(self.participant_ids())
+        ordered = {pid: messages[pid] for pid in sorted(messages)}
+        for pid, message in ordered.items():
+            if pid not in connected:
+                raise KeyError(f"no participant {pid!r}; connected: {sorted(connected)}")
+            if not isinstance(message, Message):
+                raise TypeError(f"message for {pid!r} is {type(message).__name__}, not a Message")
+        for pid, message in ordered.items():
+            self.ledger.record(message, sender=SERVER, receiver=pid, round=round)
+        replies = self._deliver(ordered, round=round)
+        out: dict[str, Message] = {}
+        for pid in sorted(replies):
+            self.ledger.record(replies[pid], sender=pid, receiver=SERVER, round=round)
+            out[pid] = replies[pid]
+        return out
 
 
 def handler(kind: str) -> Callable[[Handler], Handler]:

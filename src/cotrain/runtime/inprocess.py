@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from cotrain.runtime.grid import Grid, Participant
-from cotrain.runtime.ledger import SERVER, Ledger
+from cotrain.runtime.ledger import Ledger
 from cotrain.runtime.message import Message
 
 
@@ -23,14 +23,6 @@ class InProcessGrid(Grid):
     def participant_ids(self) -> list[str]:
         return sorted(self._participants)
 
-    def send_and_receive(self, messages: Mapping[str, Message], *, round: int) -> dict[str, Message]:
-        replies: dict[str, Message] = {}
-        for pid in sorted(messages):
-            if pid not in self._participants:
-                raise KeyError(f"no participant {pid!r}; connected: {self.participant_ids()}")
-            message = messages[pid]
-            self.ledger.record(message, sender=SERVER, receiver=pid, round=round)
-            reply = self._participants[pid].handle(message.detached()).detached()
-            self.ledger.record(reply, sender=pid, receiver=SERVER, round=round)
-            replies[pid] = reply
-        return replies
+    def _deliver(self, messages: dict[str, Message], *, round: int) -> dict[str, Message]:
+        return {pid: self._participants[pid].handle(message.detached()).detached()
+                for pid, message in messages.items()}

@@ -118,6 +118,31 @@ class Ledger:
                 continue
             yield e
 
+    def raw_data_findings(self, sample_shape: tuple[int, ...], *, min_value_bytes: int = 1024) -> list[str]:
+        """Messages that could carry raw samples of ``sample_shape``, one line each (empty: none).
+
+        Two checks, from the ledger alone: a tensor whose trailing dimensions are a sample's
+        shape, and values whose encoded size could hold one sample (at least two bytes an element,
+        the shortest JSON number and its comma, and at least ``min_value_bytes``: plain metadata
+        such as example counts and losses stays far below). What a protocol's messages legitimately
+        carry (parameters, activations at a cut, noisy scores) passes both.
+        """
+        shape = tuple(int(s) for s in sample_shape)
+        numel = 1
+        for s in shape:
+            numel *= s
+        limit = max(2 * numel, int(min_value_bytes))
+        found = []
+        for e in self.entries:
+            for name, sh in zip(e.tensor_names, e.shapes):
+                if len(sh) >= len(shape) and tuple(sh[len(sh) - len(shape):]) == shape:
+                    found.append(f"round {e.round} {e.sender}->{e.receiver} {e.kind}: tensor {name!r} shaped "
+                                 f"{tuple(sh)} ends in a sample's shape {shape}")
+            if e.value_bytes >= limit:
+                found.append(f"round {e.round} {e.sender}->{e.receiver} {e.kind}: {e.value_bytes} bytes of values, "
+                             f"enough for a sample of {numel} elements")
+        return found
+
     # -- files ---------------------------------------------------------------------------
     def write_jsonl(self, path: str | Path) -> None:
         with open(path, "w", encoding="utf-8") as f:

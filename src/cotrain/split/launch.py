@@ -1,8 +1,8 @@
 """Start the centre and the agents of a split-learning run as separate processes on one machine.
 
 Each agent process builds its own :class:`Participant` (from a picklable factory, e.g. one that
-loads that agent's shard), serves it over :mod:`cotrain.split.rpc`, and exits when the centre shuts
-the channel down. The centre process runs ``centre(grid)`` on an :class:`~cotrain.split.rpc.RpcGrid`
+loads that agent's shard), serves it over :mod:`cotrain.runtime.rpc`, and exits when the centre shuts
+the channel down. The centre process runs ``centre(grid)`` on an :class:`~cotrain.runtime.rpc.RpcGrid`
 and its (picklable) result comes back to the caller. Every process started here is stopped before
 :func:`launch` returns, on success, error or timeout.
 """
@@ -13,7 +13,6 @@ import io
 import multiprocessing as mp
 import os
 import queue
-import socket
 import time
 import traceback
 from typing import Any, Callable, Mapping
@@ -21,14 +20,8 @@ from typing import Any, Callable, Mapping
 import torch
 
 from cotrain.runtime.grid import Participant
-from cotrain.split.rpc import RpcGrid, serve
-
-
-def free_port(address: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``address``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((address, 0))
-        return int(s.getsockname()[1])
+from cotrain.runtime.ports import free_port
+from cotrain.runtime.rpc import RpcGrid, serve
 
 
 def _agent_main(factory: Callable[[], Participant], rank: int, world_size: int, address: str, port: int,

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from cotrain.federated.aggregation import get_aggregator
+from cotrain.aggregation import Aggregator, Upload, build_aggregator, weighted_mean
 from cotrain.models.blocks import BlockModel
 from cotrain.runtime.grid import Grid
 from cotrain.runtime.message import Message, PayloadKind
-from cotrain.seeding import torch_generator
+from cotrain.seeding import derive_seed, torch_generator
 from cotrain.split.centre import CentreSide, Observer
 from cotrain.split.messages import BACKWARD, BEGIN, END, FORWARD, HEAD, SplitSettings
 from cotrain.split.parts import side_state, split_model
@@ -51,6 +51,7 @@ class EpochRecord:
     bytes: int
     bytes_up: int
     bytes_down: int
+    aggregation: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -65,6 +66,7 @@ class _Epoch:
     def __init__(self) -> None:
         self.losses: list[float] = []
         self.critical = 0.0
+        self.aggregation: dict = {}
 
     def agents(self, replies: dict[str, Message], parallel: bool) -> None:
         times = [float(r.values.get("seconds", 0.0)) for r in replies.values()]
@@ -73,11 +75,15 @@ class _Epoch:
 
 def run_split(grid: Grid, model: BlockModel, settings: SplitSettings, *, seed: int,
               evaluate: Evaluator | None = None, on_epoch: Callable[[EpochRecord], None] | None = None,
-              observers: list[Observer] | None = None) -> list[EpochRecord]:
+              observers: list[Observer] | None = None, aggregator: Aggregator | None = None) -> list[EpochRecord]:
     """Train for ``settings.epochs`` epochs; ledger round r is epoch r.
 
     The agents must have been built with the same architecture, ``cut`` and ``tail_cut``.
+    ``aggregator`` (default ``build_aggregator("fedavg")``) combines the agents' uploaded agent sides
+    in the parallel variants (reference: the agent side they started the round from); the centre
+    keeps its own side. Sequential training relays one agent's weights to the next: nothing to aggregate.
     """
+    aggregator = aggregator if aggregator is not None else build_aggregator("fedavg")
     agent_side, centre_module = split_model(model, settings.cut, settings.tail_cut)
     shared = CentreSide(centre_module, lr=settings.lr, momentum=settings.momentum,
                         weight_decay=settings.weight_decay, u_shaped=settings.u_shaped)
@@ -96,13 +102,14 @@ def run_split(grid: Grid, model: BlockModel, settings: SplitSettings, *, seed: i
             extra = 0.0
         elif settings.variant == "sflv2":
             _round(grid, ids, {pid: shared for pid in ids}, agent_side, settings, epoch, book, observers,
-                   parallel=True, order_seed=seed)
+                   parallel=True, order_seed=seed, aggregator=aggregator, seed=seed)
             extra = 0.0
         else:
             copies = {pid: CentreSide(copy.deepcopy(centre_module), lr=settings.lr, momentum=settings.momentum,
                                       weight_decay=settings.weight_decay, u_shaped=settings.u_shaped) for pid in ids}
-            weights = _round(grid, ids, copies, agent_side, settings, epoch, book, observers, parallel=True)
-            merged = get_aggregator("fedavg")([side_state(copies[p].module) for p in ids], [weights[p] for p in ids])
+            weights = _round(grid, ids, copies, agent_side, settings, epoch, book, observers, parallel=True,
+                             aggregator=aggregator, seed=seed)
+            merged = weighted_mean([side_state(copies[p].module) for p in ids], [weights[p] for p in ids])
             centre_module.load_state_dict(merged, strict=True)
             extra = sum(c.seconds for c in copies.values())
         book.critical += shared.seconds - centre0 + extra
@@ -112,7 +119,8 @@ def run_split(grid: Grid, model: BlockModel, settings: SplitSettings, *, seed: i
             epoch=epoch, test_accuracy=float(metrics.get("accuracy", float("nan"))),
             test_loss=float(metrics.get("loss", float("nan"))),
             train_loss=sum(book.losses) / max(len(book.losses), 1), seconds=time.perf_counter() - t0,
-            critical_path_seconds=book.critical, bytes=up + down, bytes_up=up, bytes_down=down)
+            critical_path_seconds=book.critical, bytes=up + down, bytes_up=up, bytes_down=down,
+            aggregation=book.aggregation)
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
@@ -121,7 +129,8 @@ def run_split(grid: Grid, model: BlockModel, settings: SplitSettings, *, seed: i
 
 def _round(grid: Grid, pids: list[str], centres: dict[str, CentreSide], agent_side: torch.nn.Module,
            settings: SplitSettings, epoch: int, book: _Epoch, observers: list[Observer] | None, *,
-           parallel: bool, order_seed: int | None = None) -> dict[str, int]:
+           parallel: bool, order_seed: int | None = None, aggregator: Aggregator | None = None,
+           seed: int = 0) -> dict[str, int]:
     """BEGIN, every mini-batch step, END for ``pids`` (one agent's turn, or a parallel round).
 
     Loads the new agent side into ``agent_side`` (the relayed weights, or their n_k-weighted mean)
@@ -141,8 +150,16 @@ def _round(grid: Grid, pids: list[str], centres: dict[str, CentreSide], agent_si
         _step(grid, active, centres, settings, epoch, book, observers, parallel)
     ends = grid.send_and_receive({pid: Message(END) for pid in pids}, round=epoch)
     weights = {pid: int(ends[pid].values["num_examples"]) for pid in pids}
-    states = [dict(ends[pid].tensors) for pid in pids]
-    agent_side.load_state_dict(get_aggregator("fedavg")(states, [weights[p] for p in pids]), strict=True)
+    if aggregator is None:  # a sequential turn: the agent's weights are relayed as they are
+        (only,) = pids
+        agent_side.load_state_dict(dict(ends[only].tensors), strict=True)
+        return weights
+    uploads = [Upload(pid, dict(ends[pid].tensors), weight=weights[pid]) for pid in pids]
+    outcome = aggregator(uploads, round=epoch, reference=dict(begin.tensors), seed=derive_seed(seed, "aggregation", epoch))
+    for spend in getattr(outcome, "spends", ()):
+        grid.ledger.record_privacy(spend)
+    book.aggregation = outcome.to_json()
+    agent_side.load_state_dict(outcome.tensors, strict=True)
     return weights
 
 

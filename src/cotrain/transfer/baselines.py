@@ -22,6 +22,7 @@ import copy
 import torch
 from torch import nn
 
+from cotrain.aggregation import Aggregator
 from cotrain.data.base import ArrayDataset
 from cotrain.federated.training import batch_order
 from cotrain.models.blocks import BlockModel
@@ -57,13 +58,12 @@ def train_supervised(model: BlockModel, data: ArrayDataset, phase: LocalPhase, *
 
 
 def fedavg_sources(model: BlockModel, discriminator: DomainDiscriminator, sources: dict[str, ArrayDataset],
-                   settings: FadaSettings, *, seed: int) -> BlockModel:
+                   settings: FadaSettings, *, seed: int, aggregator: Aggregator | None = None) -> BlockModel:
     """FedAvg of (G, T) over the source nodes: ``settings``' pretraining rounds, no adaptation round."""
     nodes = {sid: SourceNode(sid, model=copy.deepcopy(model), discriminator=copy.deepcopy(discriminator), data=d,
                              seed=seed) for sid, d in sources.items()}
-    no_adaptation = FadaSettings(rounds=0, pretrain_rounds=settings.pretrain_rounds, pretrain=settings.pretrain,
-                                 aggregator=settings.aggregator)
-    return run_fada(InProcessGrid(nodes), model, discriminator, no_adaptation).model
+    no_adaptation = FadaSettings(rounds=0, pretrain_rounds=settings.pretrain_rounds, pretrain=settings.pretrain)
+    return run_fada(InProcessGrid(nodes), model, discriminator, no_adaptation, aggregator=aggregator, seed=seed).model
 
 
 def adda_centralised(source_model: BlockModel, discriminator: DomainDiscriminator, source_x: torch.Tensor,

@@ -23,7 +23,7 @@ A source node is a :class:`~cotrain.runtime.Participant`. The target's logic is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
 import torch
@@ -36,6 +36,7 @@ from cotrain.runtime.grid import Participant, handler
 from cotrain.runtime.message import Message, PayloadKind
 from cotrain.seeding import derive_seed, torch_generator
 from cotrain.transfer.discriminator import DomainDiscriminator
+from cotrain.transfer.optimizers import PhaseOptimizers
 from cotrain.transfer.losses import adversarial_task_loss, confusion_loss, discriminator_loss
 
 PRETRAIN = "fada.pretrain"
@@ -111,20 +112,6 @@ class LocalPhase:
                    optimizer=str(v.get("optimizer", "adam")))
 
 
-class _Optimizers:
-    """One optimiser per local phase, kept across rounds on the node (its state is never sent)."""
-
-    def __init__(self) -> None:
-        self._opts: dict[str, tuple[LocalPhase, torch.optim.Optimizer]] = {}
-
-    def get(self, name: str, params: list[nn.Parameter], phase: LocalPhase) -> torch.optim.Optimizer:
-        """The phase's optimiser; a new one when the phase's settings (other than steps) changed."""
-        key = replace(phase, steps=0, weight=0.0)
-        if name not in self._opts or self._opts[name][0] != key:
-            self._opts[name] = (key, phase.build(params))
-        return self._opts[name][1]
-
-
 class frozen:
     """Context: ``modules`` in eval mode with ``requires_grad=False``; restored on exit."""
 
@@ -180,7 +167,7 @@ class SourceNode(Participant):
         self.discriminator = discriminator
         self.data = data
         self.seed = int(seed)
-        self._opt = _Optimizers()
+        self._opt = PhaseOptimizers()
 
     def _reply(self, kind: str, tensors: dict[str, torch.Tensor], loss: float) -> Message:
         return Message(kind, tensors=tensors, payload=PayloadKind.PARAMETERS,
@@ -254,14 +241,16 @@ class SourceNode(Participant):
                            total / max(phase.steps, 1))
 
     def get_state(self) -> dict[str, torch.Tensor]:
-        """Local models (kept between messages; optimiser moments are not)."""
-        return {**pack("G", self.model.blocks), **pack("T", self.model.head), **pack("D", self.discriminator)}
+        """Local models and optimiser moments, kept between messages (never sent)."""
+        return {**pack("G", self.model.blocks), **pack("T", self.model.head), **pack("D", self.discriminator),
+                **self._opt.state()}
 
     def set_state(self, state: Mapping[str, torch.Tensor]) -> None:
         if state:
             load(self.model.blocks, state, "G")
             load(self.model.head, state, "T")
             load(self.discriminator, state, "D")
+            self._opt.load(state)
 
 
 # -- target node ------------------------------------------------------------------------------
@@ -289,7 +278,7 @@ class TargetNode:
         self.discriminator = discriminator
         self.seed = int(seed)
         self.has_own_encoder = False
-        self._opt = _Optimizers()
+        self._opt = PhaseOptimizers()
 
     @property
     def num_examples(self) -> int:
@@ -368,3 +357,18 @@ class TargetParticipant(Participant):
                                     LocalPhase.from_values(message.values), rnd)
         return Message(TARGET_ENCODER, tensors={f"G.{k}": v for k, v in g.items()},
                        payload=PayloadKind.PARAMETERS, values={"num_examples": self.node.num_examples})
+
+    def get_state(self) -> dict[str, torch.Tensor]:
+        """The target's G, T, D, whether it has trained its own G, and optimiser moments (never sent)."""
+        n = self.node
+        return {**pack("G", n.model.blocks), **pack("T", n.model.head), **pack("D", n.discriminator),
+                "has_own_encoder": torch.tensor(n.has_own_encoder), **n._opt.state()}
+
+    def set_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        if state:
+            n = self.node
+            load(n.model.blocks, state, "G")
+            load(n.model.head, state, "T")
+            load(n.discriminator, state, "D")
+            n.has_own_encoder = bool(state["has_own_encoder"])
+            n._opt.load(state)

@@ -31,11 +31,13 @@ class Federation:
     target: TargetNode
     topology: str
     sources: dict[str, SourceNode]
+    seed: int = 0
 
     def run(self, model: BlockModel, discriminator: DomainDiscriminator, settings: FadaSettings,
             **kwargs: object) -> FadaResult:
         """:func:`run_fada` with this federation's target in the role its topology gives it."""
         local_target = self.target if self.topology == "target" else None
+        kwargs.setdefault("seed", self.seed)
         return run_fada(self.grid, model, discriminator, settings, target=local_target, **kwargs)  # type: ignore[arg-type]
 
 
@@ -55,4 +57,4 @@ def build_federation(model: BlockModel, discriminator: DomainDiscriminator, sour
     participants: dict = dict(nodes)
     if topology == "aggregator":
         participants["target"] = TargetParticipant(target)
-    return Federation(InProcessGrid(participants, ledger=ledger), target, topology, nodes)
+    return Federation(InProcessGrid(participants, ledger=ledger), target, topology, nodes, seed)

@@ -37,10 +37,11 @@ from typing import Callable, Mapping
 
 import torch
 
-from cotrain.federated.aggregation import get_aggregator
+from cotrain.aggregation import Aggregator, Upload, build_aggregator, weighted_mean
 from cotrain.models.blocks import BlockModel
 from cotrain.runtime.grid import Grid
 from cotrain.runtime.message import Message, PayloadKind
+from cotrain.seeding import derive_seed
 from cotrain.transfer.discriminator import DomainDiscriminator
 from cotrain.transfer.nodes import (ADAPT, DISCRIMINATOR, PRETRAIN, TARGET_DISCRIMINATOR, TARGET_ENCODER, LocalPhase,
                                     TargetNode, pack, unpack)
@@ -74,7 +75,6 @@ class FadaSettings:
     discriminator_exchanges: int = 1
     discriminator_server_lr: float | None = None
     sync_sources: bool = True
-    aggregator: str = "fedavg"
 
     def __post_init__(self) -> None:
         if self.rounds < 0 or self.pretrain_rounds < 0 or self.rounds + self.pretrain_rounds == 0:
@@ -83,7 +83,6 @@ class FadaSettings:
             raise ValueError(f"discriminator_exchanges must be >= 1, got {self.discriminator_exchanges}")
         if not 0.0 <= self.target_weight < 1.0:
             raise ValueError(f"target_weight must be in [0, 1), got {self.target_weight}")
-        get_aggregator(self.aggregator)
 
 
 @dataclass
@@ -97,6 +96,7 @@ class FadaRound:
     bytes_down: int
     source_losses: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    aggregation: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -117,7 +117,8 @@ Evaluator = Callable[[BlockModel], dict[str, float]]
 class _Server:
     """The aggregating party: sends to sources (and to a remote target) and aggregates replies."""
 
-    def __init__(self, grid: Grid, settings: FadaSettings, target: TargetNode | None, target_id: str) -> None:
+    def __init__(self, grid: Grid, settings: FadaSettings, target: TargetNode | None, target_id: str,
+                 aggregator: Aggregator, seed: int) -> None:
         self.grid, self.settings, self.target, self.target_id = grid, settings, target, target_id
         ids = grid.participant_ids()
         if target is None and target_id not in ids and settings.rounds > 0:
@@ -125,7 +126,9 @@ class _Server:
         self.sources = [p for p in ids if target is not None or p != target_id]
         if not self.sources:
             raise ValueError("no source nodes are connected")
-        self.aggregate = get_aggregator(settings.aggregator)
+        self.aggregator, self.seed = aggregator, seed
+        self.round = 0
+        self.last: dict[str, dict] = {}  # prefix -> the round's aggregation record (weights, scores, excluded)
 
     def send(self, to_sources: Message, to_target: Message | None, round: int) -> tuple[dict[str, Message], Message | None]:
         messages = {pid: to_sources for pid in self.sources}
@@ -135,11 +138,18 @@ class _Server:
         return {pid: replies[pid] for pid in self.sources}, replies.get(self.target_id)
 
     def mean(self, replies: Mapping[str, Message], prefix: str) -> Tensors:
-        uploads = [unpack(replies[p].tensors, prefix) for p in self.sources]
-        return self.aggregate(uploads, [float(replies[p].values["num_examples"]) for p in self.sources])
+        """The configured rule over the sources' uploads of one part (G, T or D)."""
+        uploads = [Upload(p, unpack(replies[p].tensors, prefix), weight=float(replies[p].values["num_examples"]))
+                   for p in self.sources]
+        out = self.aggregator(uploads, round=self.round, seed=derive_seed(self.seed, "aggregation", prefix, self.round))
+        for spend in getattr(out, "spends", ()):
+            self.grid.ledger.record_privacy(spend)
+        self.last[prefix] = out.to_json()
+        return out.tensors
 
     def mix(self, sources: Tensors, other: Tensors, weight_other: float) -> Tensors:
-        return self.aggregate([sources, other], [1.0 - weight_other, weight_other])
+        """Plain arithmetic, whatever the rule: (1 - w) * sources' aggregate + w * the target's own."""
+        return weighted_mean([sources, other], [1.0 - weight_other, weight_other])
 
 
 def _prefixed(prefix: str, state: Mapping[str, torch.Tensor]) -> Tensors:
@@ -163,23 +173,28 @@ def _message(kind: str, tensors: Tensors, phase: LocalPhase, round: int, exchang
 
 def run_fada(grid: Grid, model: BlockModel, discriminator: DomainDiscriminator, settings: FadaSettings, *,
              target: TargetNode | None = None, target_id: str = "target", evaluate: Evaluator | None = None,
-             on_round: Callable[[FadaRound], None] | None = None) -> FadaResult:
+             on_round: Callable[[FadaRound], None] | None = None, aggregator: Aggregator | None = None,
+             seed: int = 0) -> FadaResult:
     """Run pretraining and ``settings.rounds`` adaptation rounds; ``model`` / ``discriminator`` hold
     the common initialisation on entry and the final aggregates (G, T; D_all) on return.
 
     ``target``: aggregation at the target (this process is the target node); None: at a separate
     aggregator, the target being the grid participant ``target_id``. ``evaluate`` is the experiment's
-    scorer of the aggregate model (it holds ground truth; no node does).
+    scorer of the aggregate model (it holds ground truth; no node does). ``aggregator`` (default
+    ``build_aggregator("fedavg")``) combines the sources' uploads of G, T and D; the target's own G
+    and D are mixed in with :func:`weighted_mean` at ``target_weight`` / one half, whatever the rule.
     """
     s = settings
-    server = _Server(grid, s, target, target_id)
+    server = _Server(grid, s, target, target_id, aggregator if aggregator is not None else build_aggregator("fedavg"),
+                     seed)
     history: list[FadaRound] = []
 
     def record(rnd: int, phase: str, t0: float, up0: int, down0: int, replies: Mapping[str, Message]) -> None:
         metrics = evaluate(model) if evaluate is not None else {}
         rec = FadaRound(rnd, phase, time.perf_counter() - t0, grid.ledger.total_bytes(direction="up") - up0,
                         grid.ledger.total_bytes(direction="down") - down0,
-                        {p: float(m.values.get("loss", float("nan"))) for p, m in replies.items()}, metrics)
+                        {p: float(m.values.get("loss", float("nan"))) for p, m in replies.items()}, metrics,
+                        server.last.get("G", {}))
         history.append(rec)
         if on_round is not None:
             on_round(rec)
@@ -188,6 +203,7 @@ def run_fada(grid: Grid, model: BlockModel, discriminator: DomainDiscriminator, 
     g_state, t_state = model.blocks.state_dict(), model.head.state_dict()
     replies: dict[str, Message] = {}
     for rnd in range(1, s.pretrain_rounds + 1):
+        server.round = rnd
         t0, up0, down0 = time.perf_counter(), grid.ledger.total_bytes(direction="up"), grid.ledger.total_bytes(direction="down")
         tensors = {**_prefixed("G", g_state), **_prefixed("T", t_state)}
         replies, _ = server.send(_message(PRETRAIN, tensors, s.pretrain, rnd), None, rnd)
@@ -221,6 +237,7 @@ def run_fada(grid: Grid, model: BlockModel, discriminator: DomainDiscriminator, 
         if target is not None:
             target.set_encoder(g_agg)
     for rnd in range(s.pretrain_rounds + 1, s.pretrain_rounds + s.rounds + 1):
+        server.round = rnd
         t0, up0, down0 = time.perf_counter(), grid.ledger.total_bytes(direction="up"), grid.ledger.total_bytes(direction="down")
         # Steps 3-4, ``discriminator_exchanges`` times: every node trains its D from D_all with its
         # G frozen (the target's G is G_agg); D_all is their aggregate, both domains weighing the same.

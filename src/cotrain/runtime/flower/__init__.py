@@ -1,6 +1,6 @@
 """The Flower runtime: cotrain server and participant code as a Flower ServerApp and ClientApps.
 
-``launch`` runs an experiment config on Flower's simulation or deployment engine and returns what
+``launch`` runs a job (:mod:`cotrain.runtime.job`) on Flower's simulation or deployment engine and returns what
 the in-process run returns; ``records`` converts messages; ``grid`` is the server-side grid.
 Importing this package imports Flower (``pip install cotrain[flower]``).
 """

@@ -14,23 +14,24 @@ carries no tensors, so it is not on the ledger.
 from __future__ import annotations
 
 import time
-from typing import Callable, Mapping
+from typing import Callable
 
 from flwr.app import ConfigRecord, RecordDict
 from flwr.app import Message as FlowerMessage
 from flwr.serverapp import Grid as FlowerGrid
 
+from cotrain.errors import RunFailedError
 from cotrain.runtime.flower.records import (META_KEY, flower_message_type, message_to_record_dict,
                                             record_dict_to_message)
 from cotrain.runtime.grid import Grid
-from cotrain.runtime.ledger import SERVER, Ledger
+from cotrain.runtime.ledger import Ledger
 from cotrain.runtime.message import Message
 
 HELLO = "cotrain.hello"
 IdOf = Callable[[int], str]
 
 
-class FlowerRuntimeError(RuntimeError):
+class FlowerRuntimeError(RunFailedError):
     """A node failed, did not answer in time, or is not the node the grid expected."""
 
 
@@ -97,13 +98,9 @@ class FlowerMessageGrid(Grid):
     def participant_ids(self) -> list[str]:
         return sorted(self._node_of)
 
-    def send_and_receive(self, messages: Mapping[str, Message], *, round: int) -> dict[str, Message]:
+    def _deliver(self, messages: dict[str, Message], *, round: int) -> dict[str, Message]:
         out: list[FlowerMessage] = []
-        for pid in sorted(messages):
-            if pid not in self._node_of:
-                raise KeyError(f"no participant {pid!r}; connected: {self.participant_ids()}")
-            message = messages[pid]
-            self.ledger.record(message, sender=SERVER, receiver=pid, round=round)
+        for pid, message in messages.items():
             out.append(FlowerMessage(message_to_record_dict(message), self._node_of[pid],
                                      flower_message_type(message.kind), group_id=str(round)))
         kinds = sorted({m.kind for m in messages.values()})
@@ -112,7 +109,5 @@ class FlowerMessageGrid(Grid):
         received: dict[str, Message] = {}
         for node in sorted(replies, key=lambda n: pid_of[n]):
             pid = pid_of[node]
-            reply = record_dict_to_message(replies[node].content)
-            self.ledger.record(reply, sender=pid, receiver=SERVER, round=round)
-            received[pid] = reply
+            received[pid] = record_dict_to_message(replies[node].content)
         return received

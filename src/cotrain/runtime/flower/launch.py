@@ -1,10 +1,11 @@
-"""Run an experiment config on Flower's simulation engine or deployment engine.
+"""Run a job (a protocol and its opaque description) on Flower's simulation or deployment engine.
 
 Both launchers start a SuperLink on a free 127.0.0.1 port (``--insecure``, runtime dependency
 installation disabled, so the apps run in this Python environment), submit the cotrain Flower app
 with ``flwr run`` (its ``FLWR_HOME`` is a folder under ``workdir``, nothing touches the user's
 home), wait for the ServerApp's result files and stop every process they started, also on error
-or timeout. They return what the in-process run returns: ``(history, ledger, final_state_dict)``.
+or timeout. They return what the in-process run returns: ``(history, ledger, final_state_dict)``, the history
+as the job's JSON round records.
 """
 
 from __future__ import annotations
@@ -23,18 +24,18 @@ from typing import Sequence
 import tomli_w
 import torch
 
-from cotrain.experiment.config import ExperimentConfig
-from cotrain.federated.server import RoundRecord
-from cotrain.runtime.flower.apps import (DEFAULT_JOB, DONE_FILE, ERROR_FILE, HISTORY_FILE, LEDGER_FILE, MODEL_FILE,
-                                         load_job)
+from cotrain.errors import RunFailedError
+from cotrain.runtime.flower.apps import DONE_FILE, ERROR_FILE, HISTORY_FILE, LEDGER_FILE, MODEL_FILE
 from cotrain.runtime.inprocess import InProcessGrid
+from cotrain.runtime.job import load_job
 from cotrain.runtime.ledger import Ledger
+from cotrain.runtime.ports import free_port
 
-RunResult = tuple[list[RoundRecord], Ledger, dict[str, torch.Tensor]]
+RunResult = tuple[list[dict], Ledger, dict[str, torch.Tensor]]
 CONNECTION = "cotrain"
 
 
-class FlowerLaunchError(RuntimeError):
+class FlowerLaunchError(RunFailedError):
     """The Flower run failed, or did not finish in time; the message names the log folder."""
 
 
@@ -152,14 +153,7 @@ class ProcessGroup:
             raise FlowerLaunchError(f"processes {left} survived SIGKILL")
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def write_app(app_dir: Path, cfg: ExperimentConfig, *, results_dir: Path, job: str = DEFAULT_JOB,
+def write_app(app_dir: Path, description: str, *, results_dir: Path, job: str,
               node_wait_s: float = 120.0, reply_timeout_s: float = 600.0) -> Path:
     """Write the Flower app project (a ``pyproject.toml`` naming cotrain's apps) with its run config."""
     app_dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +165,7 @@ def write_app(app_dir: Path, cfg: ExperimentConfig, *, results_dir: Path, job: s
             "publisher": "cotrain",
             "components": {"serverapp": "cotrain.runtime.flower.apps:server_app",
                            "clientapp": "cotrain.runtime.flower.apps:client_app"},
-            "config": {"experiment": cfg.model_dump_json(), "results-dir": str(results_dir.resolve()),
+            "config": {"job-description": description, "results-dir": str(results_dir.resolve()),
                        "job": job, "node-wait-s": float(node_wait_s), "reply-timeout-s": float(reply_timeout_s),
                        "torch-threads": torch.get_num_threads()},
         }}},
@@ -191,19 +185,19 @@ def write_flwr_home(home: Path, superlink_port: int) -> Path:
 
 def read_results(folder: Path) -> RunResult:
     """History, ledger and final model a ServerApp wrote to ``folder``."""
-    history = [RoundRecord(**d) for d in json.loads((folder / HISTORY_FILE).read_text(encoding="utf-8"))]
+    history = json.loads((folder / HISTORY_FILE).read_text(encoding="utf-8"))
     ledger = Ledger.read_jsonl(folder / LEDGER_FILE)
     state = torch.load(folder / MODEL_FILE, weights_only=True)
     return history, ledger, dict(state)
 
 
-def run_inprocess(cfg: ExperimentConfig, *, job: str = DEFAULT_JOB) -> RunResult:
+def run_inprocess(description: str, *, job: str) -> RunResult:
     """The same job on the in-process runtime: the reference the Flower runs must equal."""
     j = load_job(job)
-    n = j.num_participants(cfg)
-    grid = InProcessGrid({j.participant_id(i): j.build_participant(cfg, i) for i in range(n)})
-    result = j.serve(grid, cfg)
-    return [RoundRecord(**d) for d in result.history], grid.ledger, result.state_dict
+    n = j.num_participants(description)
+    grid = InProcessGrid({j.participant_id(description, i): j.build_participant(description, i) for i in range(n)})
+    result = j.serve(grid, description)
+    return list(result.history), grid.ledger, result.state_dict
 
 
 def _base_env(workdir: Path, procs: ProcessGroup) -> dict[str, str]:
@@ -277,15 +271,15 @@ def _wait_for_results(procs: ProcessGroup, env: dict[str, str], run_id: str, res
     raise FlowerLaunchError(f"no results in {results} after {timeout_s} s; logs: {procs.log_dir}")
 
 
-def _launch(cfg: ExperimentConfig, workdir: str | Path, *, job: str, timeout_s: float, simulation: bool,
-            cpus_per_client: int = 1) -> RunResult:
+def _launch(description: str, workdir: str | Path, *, job: str, num_participants: int, timeout_s: float,
+            simulation: bool, cpus_per_client: int = 1) -> RunResult:
     workdir = Path(workdir)
     results = workdir / "results"
     for name in (DONE_FILE, ERROR_FILE):
         (results / name).unlink(missing_ok=True)
-    app_dir = write_app(workdir / "app", cfg, results_dir=results, job=job, node_wait_s=timeout_s,
+    app_dir = write_app(workdir / "app", description, results_dir=results, job=job, node_wait_s=timeout_s,
                         reply_timeout_s=timeout_s)
-    n = load_job(job).num_participants(cfg)
+    n = num_participants
     with ProcessGroup(workdir / "logs") as procs:
         env = _base_env(workdir, procs)
         port = free_port()
@@ -305,20 +299,23 @@ def _launch(cfg: ExperimentConfig, workdir: str | Path, *, job: str, timeout_s: 
         return _wait_for_results(procs, env, run_id, results, timeout_s)
 
 
-def run_flower_simulation(cfg: ExperimentConfig, *, workdir: str | Path, timeout_s: float = 600.0,
-                          job: str = DEFAULT_JOB, cpus_per_client: int = 1) -> RunResult:
-    """Run ``cfg`` on Flower's simulation engine: a SuperLink in simulation mode, Ray actors as nodes.
+def run_flower_simulation(description: str, *, job: str, num_participants: int, workdir: str | Path,
+                          timeout_s: float = 600.0, cpus_per_client: int = 1) -> RunResult:
+    """Run ``job`` on Flower's simulation engine: a SuperLink in simulation mode, Ray actors as nodes.
 
-    ``workdir`` receives ``app/`` (the Flower app), ``flwr_home/``, ``logs/`` and ``results/``.
+    ``description`` is handed unread to the job in every app process. ``workdir`` receives ``app/``
+    (the Flower app), ``flwr_home/``, ``logs/`` and ``results/``.
     """
-    return _launch(cfg, workdir, job=job, timeout_s=timeout_s, simulation=True, cpus_per_client=cpus_per_client)
+    return _launch(description, workdir, job=job, num_participants=num_participants, timeout_s=timeout_s,
+                   simulation=True, cpus_per_client=cpus_per_client)
 
 
-def run_flower_deployment(cfg: ExperimentConfig, *, workdir: str | Path, timeout_s: float = 600.0,
-                          job: str = DEFAULT_JOB) -> RunResult:
-    """Run ``cfg`` on Flower's deployment engine: a SuperLink and one SuperNode process per participant,
+def run_flower_deployment(description: str, *, job: str, num_participants: int, workdir: str | Path,
+                          timeout_s: float = 600.0) -> RunResult:
+    """Run ``job`` on Flower's deployment engine: a SuperLink and one SuperNode process per participant,
     SuperNode ``i`` started with ``--node-config "partition-id=i num-partitions=N"``.
 
     ``workdir`` receives ``app/`` (the Flower app), ``flwr_home/``, ``logs/`` and ``results/``.
     """
-    return _launch(cfg, workdir, job=job, timeout_s=timeout_s, simulation=False)
+    return _launch(description, workdir, job=job, num_participants=num_participants, timeout_s=timeout_s,
+                   simulation=False)

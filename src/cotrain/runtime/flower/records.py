@@ -20,6 +20,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from cotrain.runtime.message import Message, PayloadKind
+from cotrain.runtime.spend import PrivacySpend
 
 TENSORS_KEY = "cotrain.tensors"
 META_KEY = "cotrain.meta"
@@ -79,6 +80,7 @@ def message_to_record_dict(message: Message) -> RecordDict:
         "payload": message.payload.value,
         "values": json.dumps(message.values, allow_nan=True),
         "dtypes": json.dumps(dtypes),
+        "spends": json.dumps([sp.to_json() for sp in message.spends]),
     })
     return RecordDict({TENSORS_KEY: arrays, META_KEY: meta})
 
@@ -94,6 +96,7 @@ def record_dict_to_message(content: RecordDict) -> Message:
         tensors=array_record_to_tensors(content[TENSORS_KEY], dtypes),
         values=json.loads(str(meta["values"])),
         payload=PayloadKind(str(meta["payload"])),
+        spends=tuple(PrivacySpend.from_json(d) for d in json.loads(str(meta.get("spends", "[]")))),
     )
 
 

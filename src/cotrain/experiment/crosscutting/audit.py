@@ -1,8 +1,7 @@
 """The ``[audit]`` section of a FedSGD run: attack chosen uploads, score them, add a leakage section.
 
-Wiring (additive lines in the experiment layer): the ``audit`` field of ``ExperimentConfig``,
-and in the FedAvg method ``observers = audit_observers(cfg, participants, aux)``,
-``run_fedavg(..., observers=observers)``, then ``finish_audit(ctx, observers)``.
+Wiring: the section registers itself; the FedAvg method calls ``observers = audit_observers(cfg,
+participants, aux)``, ``run_fedavg(..., observers=observers)``, then ``finish_audit(ctx, observers)``.
 
 The observer is the curious server: the attack gets the upload, the shared model and the server's
 auxiliary data (the experiment's held-out split). ``truth(pid)`` — the participant's last batch,
@@ -16,23 +15,23 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from cotrain.audit.api import audit_upload, server_knowledge
 from cotrain.audit.feature_reconstruction import ReconstructionSettings
 from cotrain.audit.scoring import attribute_accuracy, match, proportion_error
 from cotrain.audit.threat_model import ObservedUpload
 from cotrain.data.base import ArrayDataset
+from cotrain.experiment.section import Section, register_section
 from cotrain.federated.records import TrainResult
 from cotrain.models.blocks import BlockModel
 
 Truth = Callable[[str], tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]
 
 
-class AuditSection(BaseModel):
+@register_section("audit")
+class AuditSection(Section):
     """``[audit]``: which uploads the curious server attacks and how hard."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
     enabled: bool = False
     rounds: list[int] = Field(default_factory=lambda: [1])
@@ -98,16 +97,15 @@ def tsne_png(points: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path
     """t-SNE of true (dots) and rebuilt (crosses) E(X), coloured by attribute (the document's Fig. 1)."""
     if not points:
         return None
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot, no backend switch
     from sklearn.manifold import TSNE
 
     feats = np.concatenate([p[0].reshape(len(p[0]), -1) for p in points])
     attr = np.concatenate([p[1] for p in points])
     rebuilt = np.concatenate([p[2] for p in points])
     emb = TSNE(n_components=2, perplexity=min(30.0, max(2.0, len(feats) / 4)), random_state=0).fit_transform(feats)
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
     for flag, marker, label in ((False, "o", "true"), (True, "x", "rebuilt")):
         sel = rebuilt == flag
         ax.scatter(emb[sel, 0], emb[sel, 1], c=attr[sel], cmap="coolwarm", marker=marker, s=14, label=label)
@@ -115,7 +113,6 @@ def tsne_png(points: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path
     ax.set_title("E(X): true vs rebuilt, coloured by attribute")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

@@ -1,8 +1,7 @@
 """The ``split`` method: split learning / SplitFed (:mod:`cotrain.split`) as an experiment.
 
-Wiring (two lines in the experiment layer): ``split: SplitSection = Field(default_factory=SplitSection)``
-on ``ExperimentConfig``, and ``import cotrain.experiment.split_method`` where built-in methods are
-imported. Runs in process; across processes use :func:`cotrain.split.launch.launch`.
+Runs in process, or across processes with :func:`cotrain.split.launch.launch` (torch RPC): its
+exchanges are per mini-batch, which Flower's seconds per exchange cannot carry.
 
 The report gets a "Split learning" section: bytes per epoch read from the ledger beside the closed
 form 2pq s_a + p s_y + 2K beta|W| and FedAvg's 2K|W| (see :mod:`cotrain.split.cost`), the
@@ -14,71 +13,82 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from cotrain.experiment.methods import Method, MethodOutcome, RunContext, register_method
+from cotrain.experiment.method import Method, MethodOutcome, RunContext, register_method
+from cotrain.experiment.records import ExperimentRound
+from cotrain.experiment.section import Section
+from cotrain.split.messages import SplitSettings
 
 if TYPE_CHECKING:
     from cotrain.experiment.config import ExperimentConfig
     from cotrain.split.protocols import EpochRecord
 
+_DEFAULTS = SplitSettings()
+TOML_DEFAULTS = {"epochs": 5}
+"""Where ``[split]`` deliberately differs from :class:`SplitSettings`: a run from a config file
+trains 5 epochs (one epoch barely moves a small CNN), while the protocol's own default stays 1."""
 
-class SplitSection(BaseModel):
-    """``[split]``: variant, cut (block index or name), U-shaped tail cut, training and leakage settings."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+class SplitSection(Section):
+    """``[split]``: variant, cut (block index or name), U-shaped tail cut, training and leakage settings.
+    Defaults are :class:`~cotrain.split.SplitSettings`' except :data:`TOML_DEFAULTS`."""
 
-    variant: Literal["sequential", "sflv1", "sflv2"] = "sequential"
-    cut: int | str = 1
-    tail_cut: int | str | None = None
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
+    variant: Literal["sequential", "sflv1", "sflv2"] = _DEFAULTS.variant  # type: ignore[assignment]
+    cut: int | str = _DEFAULTS.cut
+    tail_cut: int | str | None = _DEFAULTS.tail_cut
+    epochs: int = Field(TOML_DEFAULTS["epochs"], ge=1)
+    batch_size: int = Field(_DEFAULTS.batch_size, ge=1)
+    lr: float = Field(_DEFAULTS.lr, gt=0)
+    momentum: float = Field(_DEFAULTS.momentum, ge=0, lt=1)
+    weight_decay: float = Field(_DEFAULTS.weight_decay, ge=0)
     leakage_samples: int = Field(0, ge=0, description="0: no leakage measurement")
     leakage_attribute: str = "label"
+
+    def settings(self) -> SplitSettings:
+        return SplitSettings(variant=self.variant, cut=self.cut, tail_cut=self.tail_cut, epochs=self.epochs,
+                             batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
+                             weight_decay=self.weight_decay)
 
 
 def epoch_json(record: "EpochRecord", participants: list[str]) -> dict[str, Any]:
     """An epoch record in the experiment's round format (round = epoch)."""
-    return {"round": record.epoch, "test_accuracy": record.test_accuracy, "test_loss": record.test_loss,
-            "seconds": record.seconds, "bytes_up": record.bytes_up, "bytes_down": record.bytes_down,
-            "participants": list(participants), "participant_metrics": {},
-            "train_loss": record.train_loss, "critical_path_seconds": record.critical_path_seconds}
+    return ExperimentRound(round=record.epoch, test_accuracy=record.test_accuracy, test_loss=record.test_loss,
+                           seconds=record.seconds, bytes_up=record.bytes_up, bytes_down=record.bytes_down,
+                           participants=list(participants), aggregation=record.aggregation,
+                           extra={"train_loss": record.train_loss,
+                                  "critical_path_seconds": record.critical_path_seconds}).to_json()
 
 
-@register_method("split")
+@register_method("split", section=SplitSection)
 class SplitLearning(Method):
     """Split learning between a computing centre and ``[data] participants`` agents."""
 
     def __init__(self, cfg: "ExperimentConfig") -> None:
         super().__init__(cfg)
-        from cotrain.experiment.errors import ConfigError
-        from cotrain.experiment.fedavg import _DATA_KEYS, _check_data_options, under_key
-        from cotrain.experiment.setup import build_global_model, load_experiment_data, participant_id
-        from cotrain.split import SplitAgent, SplitSettings, split_model
+        from cotrain.errors import ConfigError
+        from cotrain.experiment.crosscutting.aggregation import run_aggregator
+        from cotrain.experiment.prepare import check_model_options, prepare_data, require_runtime, under_key
+        from cotrain.experiment.setup import build_global_model, participant_id, run_behaviours
+        from cotrain.split import split_model
 
         s = cfg.split
-        if cfg.run.runtime != "inprocess":
-            raise ConfigError("run.runtime: the split method runs in process; across processes use "
-                              "cotrain.split.launch (torch.distributed.rpc)", key="run.runtime")
-        self.settings = under_key("split", lambda: SplitSettings(
-            variant=s.variant, cut=s.cut, tail_cut=s.tail_cut, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
-            momentum=s.momentum, weight_decay=s.weight_decay))
-        under_key("data.options", lambda: _check_data_options(cfg))
-        self.data = under_key("data", lambda: load_experiment_data(cfg), by_topic=_DATA_KEYS)
+        require_runtime(cfg, ("inprocess",), "its exchanges are per mini-batch; across processes use "
+                        "cotrain.split.launch (torch.distributed.rpc)")
+        self.settings = under_key("split", s.settings)
+        self.data = prepare_data(cfg)
+        check_model_options(cfg)
         self.model = under_key("model.options", lambda: build_global_model(cfg, self.data))
+        self.aggregator = run_aggregator(cfg)
+        self.behaviours = run_behaviours(cfg, len(self.data.parts))
         under_key("split.cut", lambda: split_model(self.model, s.cut, s.tail_cut))
         train = self.data.splits.train
         if s.leakage_samples and s.leakage_attribute != "label" and s.leakage_attribute not in train.attributes:
             raise ConfigError(f"split.leakage_attribute: {cfg.data.dataset!r} has no attribute "
                               f"{s.leakage_attribute!r}; it has: label, {', '.join(sorted(train.attributes))}",
                               key="split.leakage_attribute")
-        self.agents = {participant_id(i): SplitAgent(
-            participant_id(i), model_factory=lambda: build_global_model(cfg, self.data),
-            train_data=self.data.participant_data(i), seed=cfg.run.seed, cut=s.cut, tail_cut=s.tail_cut)
-            for i in range(len(self.data.parts))}
+        self.agents = {participant_id(i): build_split_agent(cfg, i, self.data, self.behaviours)
+                       for i in range(len(self.data.parts))}
 
     @property
     def total_rounds(self) -> int:
@@ -92,7 +102,7 @@ class SplitLearning(Method):
         from cotrain.federated import evaluate, model_state
         from cotrain.runtime import InProcessGrid
         from cotrain.split import communication_model, run_split
-        from cotrain.split.leakage import ActivationRecorder
+        from cotrain.audit.split_leakage import ActivationRecorder
 
         s = self.cfg.split
         grid = InProcessGrid(self.agents)
@@ -101,15 +111,17 @@ class SplitLearning(Method):
         history = run_split(grid, self.model, self.settings, seed=self.cfg.run.seed,
                             evaluate=lambda m: evaluate(m, self.data.splits.test),
                             on_epoch=lambda r: ctx.on_round(epoch_json(r, ids)),
-                            observers=[recorder] if s.leakage_samples else None)
+                            observers=[recorder] if s.leakage_samples else None, aggregator=self.aggregator)
         train = self.data.splits.train
         cm = communication_model(self.model, train.input_shape, len(train), s.cut, s.tail_cut)
         k = len(ids)
         summary: dict[str, Any] = {
+            "aggregator": self.cfg.aggregation.name, "malicious": list(self.behaviours.malicious),
             "variant": s.variant, "cut": s.cut, "tail_cut": s.tail_cut, "cut_values_q": cm.cut_values,
             "model_bytes": cm.model_bytes, "agent_side_bytes": cm.agent_side_bytes,
             "ledger_bytes_per_epoch": [r.bytes for r in history], "formula_bytes_per_epoch": cm.split_bytes(k),
             "ledger_equals_formula": all(r.bytes == cm.split_bytes(k) for r in history),
+            "ledger_value_bytes": grid.ledger.total_value_bytes(),
             "fedavg_formula_bytes_per_epoch": cm.fedavg_bytes(k), "crossover_agents": cm.crossover_agents()}
         if s.leakage_samples:
             summary["leakage"] = self._leakage(recorder)
@@ -124,7 +136,7 @@ class SplitLearning(Method):
         import torch
 
         from cotrain.split import split_model
-        from cotrain.split.leakage import attribute_leakage, true_attribute
+        from cotrain.audit.split_leakage import attribute_leakage, true_attribute
 
         s = self.cfg.split
         pids = sorted(recorder.received)
@@ -136,3 +148,17 @@ class SplitLearning(Method):
         front = split_model(self.model, s.cut, s.tail_cut)[0]["front"]
         return attribute_leakage(front, aux.x, a_aux, observed, truth, attribute=s.leakage_attribute,
                                  seed=self.cfg.run.seed).to_json()
+
+
+def build_split_agent(cfg: "ExperimentConfig", index: int, data: Any, behaviours: Any) -> Any:
+    """Agent ``index`` (its own partition only, the run's attack and defences applied): the one
+    place split agents are built."""
+    from cotrain.behaviours import behave
+    from cotrain.experiment.setup import build_global_model, participant_id
+    from cotrain.split import SplitAgent
+
+    s, pid = cfg.split, participant_id(index)
+    chosen, context = behaviours.for_participant(pid, seed=cfg.run.seed, num_participants=len(data.parts))
+    return behave(lambda local: SplitAgent(pid, model_factory=lambda: build_global_model(cfg, data), train_data=local,
+                                           seed=cfg.run.seed, cut=s.cut, tail_cut=s.tail_cut),
+                  data.participant_data(index), chosen, context)

@@ -9,9 +9,10 @@ A method has two phases, so that bad input loses nothing:
    appends ``metrics.jsonl`` and moves the progress bar) and adding report sections through
    ``ctx.report``. It returns a :class:`MethodOutcome`; the runner writes the rest of the folder.
 
-Later methods (split, fada, ecos) register themselves the same way::
+A method is one file in :mod:`cotrain.experiment.methods` (every module there is imported on
+first use) registering itself with its own config section::
 
-    @register_method("split")
+    @register_method("split", section=SplitSection)
     class SplitLearning(Method): ...
 """
 
@@ -21,6 +22,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, TypeVar
+
+from cotrain.experiment.section import SECTIONS, Section
+from cotrain.registry import Registry, import_all
 
 if TYPE_CHECKING:
     import numpy as np
@@ -93,6 +97,12 @@ class Method(ABC):
         """How many participants take part, for the summary."""
         return self.cfg.data.participants
 
+    @property
+    def test_samples(self) -> int | None:
+        """How many held-out samples score the model each round (None: not scored)."""
+        data = getattr(self, "data", None)
+        return len(data.splits.test) if data is not None else None
+
     def partition_view(self) -> "tuple[ArrayDataset, list[np.ndarray]] | None":
         """The data set split across participants and each one's indices (for the partition
         plot), or None when the method has no such split."""
@@ -102,39 +112,50 @@ class Method(ABC):
     def run(self, ctx: RunContext) -> MethodOutcome:
         """Train, calling ``ctx.on_round`` after each round."""
 
+    flower_job: ClassVar[str | None] = None
+    """``"module:attribute"`` of the method's :class:`~cotrain.runtime.job.FlowerJob`, if it runs on Flower."""
 
+    def run_on_flower(self, ctx: RunContext) -> "tuple[list[RoundJSON], Ledger, dict]":
+        """Run this method's Flower job on ``run.runtime``; each round is reported once it is back."""
+        from cotrain.experiment.flower import run_on_flower
+
+        if self.flower_job is None:
+            raise NotImplementedError(f"the {self.name} method has no Flower job")
+        records, ledger, state = run_on_flower(self.cfg, self.flower_job, ctx.run_dir / "flower")
+        for r in records:
+            ctx.on_round(r)
+        return records, ledger, state
+
+
+def _load_builtin() -> None:
+    import cotrain.experiment.methods as pkg
+
+    import_all(pkg)
+
+
+METHODS: Registry[type[Method]] = Registry("method", loader=_load_builtin)
 M = TypeVar("M", bound=type[Method])
-_METHODS: dict[str, type[Method]] = {}
 
 
-def register_method(name: str) -> Callable[[M], M]:
-    """Class decorator registering a :class:`Method` subclass under ``name``."""
+def register_method(name: str, *, section: "type[Section] | None" = None) -> Callable[[M], M]:
+    """Class decorator registering a :class:`Method` subclass under ``name``; ``section`` (a
+    :class:`~cotrain.experiment.section.Section`) becomes the ``[name]`` table of the config."""
 
     def add(cls: M) -> M:
-        if name in _METHODS and _METHODS[name] is not cls:
-            raise ValueError(f"method {name!r} is already registered")
         cls.name = name
-        _METHODS[name] = cls
+        METHODS.add(name, cls)
+        if section is not None:
+            SECTIONS.add(name, section)
         return cls
 
     return add
 
 
-def _import_builtin() -> None:
-    import cotrain.experiment.fedavg  # noqa: F401  (registers "fedavg")
-    import cotrain.experiment.split_method  # noqa: F401  (registers "split")
-    import cotrain.experiment.fada_method  # noqa: F401  (registers "fada")
-
-
 def available_methods() -> list[str]:
     """Registered method names, sorted."""
-    _import_builtin()
-    return sorted(_METHODS)
+    return METHODS.names()
 
 
 def get_method(name: str) -> type[Method]:
-    """The class registered as ``name``; ``ValueError`` listing the known names otherwise."""
-    _import_builtin()
-    if name not in _METHODS:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(_METHODS))}")
-    return _METHODS[name]
+    """The class registered as ``name``; :class:`~cotrain.errors.UnknownNameError` listing the known names."""
+    return METHODS.get(name)

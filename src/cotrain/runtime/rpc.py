@@ -14,13 +14,12 @@ is rank 0 named ``"centre"``, agents are ranks 1..K named by their participant i
 from __future__ import annotations
 
 import time
-from typing import Mapping
 
 import torch
 from torch.distributed import rpc
 
 from cotrain.runtime.grid import Grid, Participant, handler
-from cotrain.runtime.ledger import SERVER, Ledger
+from cotrain.runtime.ledger import Ledger
 from cotrain.runtime.message import Message, PayloadKind
 
 CENTRE = "centre"
@@ -71,19 +70,9 @@ class RpcGrid(Grid):
     def participant_ids(self) -> list[str]:
         return list(self._ids)
 
-    def send_and_receive(self, messages: Mapping[str, Message], *, round: int) -> dict[str, Message]:
-        futures = {}
-        for pid in sorted(messages):
-            if pid not in self._ids:
-                raise KeyError(f"no participant {pid!r}; connected: {self._ids}")
-            message = messages[pid].detached()
-            self.ledger.record(message, sender=SERVER, receiver=pid, round=round)
-            futures[pid] = rpc.rpc_async(pid, _deliver, args=(message,))
-        replies: dict[str, Message] = {}
-        for pid, future in futures.items():
-            replies[pid] = future.wait()
-            self.ledger.record(replies[pid], sender=pid, receiver=SERVER, round=round)
-        return replies
+    def _deliver(self, messages: dict[str, Message], *, round: int) -> dict[str, Message]:
+        futures = {pid: rpc.rpc_async(pid, _deliver, args=(m.detached(),)) for pid, m in messages.items()}
+        return {pid: future.wait() for pid, future in futures.items()}
 
     def close(self) -> None:
         """Shut the channel down (waits for the agents, which then leave :func:`serve`)."""

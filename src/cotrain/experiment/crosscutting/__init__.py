@@ -1,0 +1,2 @@
+"""Sections that apply across methods (``[aggregation]``, ``[attack]``, ``[defence]``, ``[audit]``),
+one module each; every module here is imported when the config is assembled."""

@@ -1,0 +1,56 @@
+"""The experiment's round record: one typed row of ``metrics.jsonl`` for every method.
+
+Each method turns its protocol's own record (FedAvg's ``RoundRecord``, split learning's
+``EpochRecord``, FADA's ``FadaRound``) into an :class:`ExperimentRound`; the runner, the plots and
+the report read only this.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from cotrain.federated.server import RoundRecord
+
+
+@dataclass
+class ExperimentRound:
+    """One round (or epoch) as the run folder records it.
+
+    Attributes:
+        round: 1-based round number.
+        test_accuracy, test_loss: the experiment's score of the shared model (NaN when not scored).
+        seconds: wall-clock seconds of the round.
+        bytes_up, bytes_down: tensor bytes on the ledger this round.
+        participants: who took part.
+        participant_metrics: per participant, what it reported (loss, example count, ...).
+        aggregation: the rule's record (weights, scores, excluded), when the round aggregated.
+        extra: method-specific keys (``phase``, ``train_loss``, ...), written at the top level.
+    """
+
+    round: int
+    test_accuracy: float = math.nan
+    test_loss: float = math.nan
+    seconds: float = 0.0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    participants: list[str] = field(default_factory=list)
+    participant_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    aggregation: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        d["participants"] = list(self.participants)
+        clash = set(self.extra) & set(d)
+        if clash:
+            raise ValueError(f"round record: extra keys {sorted(clash)} clash with the standard ones")
+        return {**d, **self.extra}
+
+
+def round_json(r: RoundRecord) -> dict[str, Any]:
+    """A FedAvg round as the experiment's record."""
+    return ExperimentRound(round=r.round, test_accuracy=r.test_accuracy, test_loss=r.test_loss, seconds=r.seconds,
+                           bytes_up=r.bytes_up, bytes_down=r.bytes_down, participants=list(r.participants),
+                           participant_metrics=r.participant_metrics, aggregation=r.aggregation).to_json()
