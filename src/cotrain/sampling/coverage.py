@@ -26,7 +26,7 @@ from cotrain.registry import Registry
 from cotrain.sampling.compress import nearest_centroids
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CoverageRule:
     """A score rule: ``counts`` (the exact score vector) and ``sensitivity`` (its L2 sensitivity)."""
 
@@ -60,7 +60,7 @@ def _marks(idx: np.ndarray, keep: np.ndarray, k: int) -> np.ndarray:
 
 
 @COVERAGE_RULES.register("nearest")
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NearestCentroid(CoverageRule):
     """Each sample counts for its nearest centroid (the default)."""
 
@@ -73,7 +73,7 @@ class NearestCentroid(CoverageRule):
 
 
 @COVERAGE_RULES.register("knearest")
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class KNearestCentroids(CoverageRule):
     """Each sample counts for its ``k`` nearest centroids."""
 
@@ -93,7 +93,7 @@ class KNearestCentroids(CoverageRule):
 
 
 @COVERAGE_RULES.register("radius")
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RadiusCoverage(CoverageRule):
     """Each sample counts for every centroid within L2 distance ``radius``, at most the ``cap`` nearest
     (``cap=None``: no cap, sensitivity sqrt(K))."""
