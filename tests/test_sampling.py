@@ -150,6 +150,7 @@ def test_ledger_shows_only_centroids_encoder_scores():
     up = [e for e in grid.ledger.entries if e.direction == "up"]
     assert [s for e in up for s in e.shapes] == [(8,)]  # only the score vector (K,)
     assert all(60 not in shape for e in grid.ledger.entries for shape in e.shapes)
+    assert grid.ledger.raw_data_findings((3, 8, 8)) == []  # no image, no feature matrix crossed
     assert res.bytes_scores == 8 * 4 and res.bytes_centroids == 8 * 8 * 4 and res.bytes_encoder > 0
 
 
