@@ -12,6 +12,8 @@ from typing import Mapping
 
 import torch
 
+from cotrain.runtime.spend import PrivacySpend
+
 Tensors = Mapping[str, torch.Tensor]
 
 
@@ -47,6 +49,8 @@ class Aggregate:
         scores: participant -> the rule's score of its upload (e.g. Krum's score, a credit score).
         excluded: participants whose upload the rule left out this round, sorted.
         info: anything else worth a line in the round record (e.g. a threshold).
+        spends: the noised releases the rule made (server-side DP); the server loop records each
+            on the ledger (``ledger.record_privacy``).
     """
 
     tensors: dict[str, torch.Tensor]
@@ -54,6 +58,7 @@ class Aggregate:
     scores: dict[str, float] = field(default_factory=dict)
     excluded: list[str] = field(default_factory=list)
     info: dict[str, float] = field(default_factory=dict)
+    spends: list[PrivacySpend] = field(default_factory=list)
 
     def to_json(self) -> dict:
         """The round record's view: everything but the tensors."""
