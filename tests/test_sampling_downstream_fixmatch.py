@@ -103,3 +103,12 @@ def test_train_supervised_learns_the_toy_task():
 def test_train_fixmatch_needs_unlabelled_images():
     with pytest.raises(ConfigError):
         train_fixmatch(_model(), _toy(4, 0), torch.zeros(0, 1, 8, 8), steps=1, seed=0)
+
+
+def test_trainers_refuse_unlabelled_images_in_the_labelled_set():
+    data = _toy(4, 0)
+    data.y[0] = -1  # an OOD image the labeller could not label
+    with pytest.raises(ConfigError):
+        train_supervised(_model(), data, steps=1, seed=0)
+    with pytest.raises(ConfigError):
+        train_fixmatch(_model(), data, torch.zeros(2, 1, 8, 8), steps=1, seed=0)

@@ -99,6 +99,12 @@ def accuracy(model: nn.Module, data: ArrayDataset, *, batch_size: int = 512) -> 
     return correct / max(len(data), 1)
 
 
+def _check_labels(labelled: ArrayDataset) -> None:
+    if len(labelled) == 0 or int(labelled.y.min()) < 0:
+        raise ConfigError("the labelled set must be non-empty with labels >= 0 (drop unlabelled / OOD images, "
+                          "label -1, before training)")
+
+
 class _Meter:
     def __init__(self) -> None:
         self.sums: dict[str, float] = {}
@@ -125,6 +131,7 @@ def train_fixmatch(model: nn.Module, labelled: ArrayDataset, unlabelled_x: torch
     ``seconds``, ``mask_rate`` and the losses averaged over the run, and ``history``: the same
     averaged over each ``log_every`` steps.
     """
+    _check_labels(labelled)
     if mu < 1 or len(unlabelled_x) == 0:
         raise ConfigError(f"FixMatch needs mu >= 1 and unlabelled images, got mu={mu}, {len(unlabelled_x)} images")
     dev, start = _device(model), time.perf_counter()
@@ -165,6 +172,7 @@ def train_supervised(model: nn.Module, labelled: ArrayDataset, *, steps: int, ba
     """Cross-entropy on ``labelled`` (its weak view unless ``weak=None``) with FixMatch's optimiser
     and schedule, so the two differ only in the unlabelled term. Returns ``steps``, ``seconds``,
     ``loss`` and ``history``."""
+    _check_labels(labelled)
     dev, start = _device(model), time.perf_counter()
     lab = BatchSampler(len(labelled), batch_size, torch_generator(seed, "supervised", "labelled"))
     g_aug = torch_generator(seed, "supervised", "augment")
