@@ -196,3 +196,30 @@ def test_client_evaluates_a_model_and_returns_only_its_accuracy():
     assert acc == 1.0
     (up,) = [e for e in grid.ledger.entries if e.direction == "up"]
     assert up.tensor_names == () and up.bytes == 0
+
+
+def test_private_knn_round_sends_only_answered_labels():
+    # Prepare: the client's labelled data: two label groups, bars in the top or bottom half
+    from cotrain.sampling import label_with_private_knn, share_encoder
+
+    x = _domain_images(80, 5)
+    y = (x[:, 0, :4].sum(dim=(1, 2)) > 0).long()  # 1: bar in the top half
+    client = EcosClient("client", ArrayDataset(x=x, y=y, num_classes=2), seed=0)
+    grid = InProcessGrid({"client": client})
+    phi = random_encoder(EncoderConfig(dim=8, width=4, image_size=8), seed=0)
+    share_encoder(grid, phi, client="client", round=0)
+    from cotrain.sampling import encode
+    queries = encode(phi, _domain_images(30, 6))
+    # Execute: a low threshold answers some queries, an unreachable one answers none
+    answered, labels, eps = label_with_private_knn(
+        grid, queries, client="client", round=2,
+        options={"sampling_rate": 0.9, "k": 10, "sigma1": 1.0, "threshold": 5.0, "sigma2": 1.0})
+    none, _, eps_none = label_with_private_knn(
+        grid, queries, client="client", round=3,
+        options={"sampling_rate": 0.9, "k": 10, "sigma1": 1.0, "threshold": 1e6, "sigma2": 1.0})
+    # Assert: labels only for answered queries, as (A,) tensors; nothing answered costs less
+    up = [e for e in grid.ledger.entries if e.kind == "ecos_knn_label" and e.direction == "up"]
+    assert up[0].shapes == ((len(answered),), (len(answered),)) and up[0].payload == "labels"
+    assert 0 < len(answered) <= 30 and set(labels.tolist()) <= {0, 1} and len(none) == 0
+    assert 0 < eps_none < eps
+    assert grid.ledger.raw_data_findings((3, 8, 8)) == []

@@ -12,7 +12,10 @@ from cotrain.sampling.encoder import (
     ConvEncoder, EncoderConfig, encode, encoder_hash, load_encoder, random_encoder, save_encoder,
     train_denoising_encoder,
 )
-from cotrain.sampling.protocol import CloudIndex, EcosClient, EcosResult, EcosSettings, evaluate_at_client, run_ecos
+from cotrain.sampling.protocol import (
+    CloudIndex, EcosClient, EcosResult, EcosSettings, evaluate_at_client, label_with_private_knn, run_ecos,
+    share_encoder,
+)
 from cotrain.sampling.selection import (
     Allocation, allocate_budget, kcenter_greedy, score_weights, select_ecos, select_kcenter, select_random,
 )
@@ -20,7 +23,7 @@ from cotrain.sampling.selection import (
 __all__ = [
     "COVERAGE_RULES", "Allocation", "CloudIndex", "Compression", "ConvEncoder", "CoverageRule", "EcosClient",
     "EcosResult", "EcosSettings", "EncoderConfig", "allocate_budget", "build_encoder", "build_rule", "compress",
-    "encode", "encoder_hash", "evaluate_at_client", "kcenter_greedy", "load_encoder", "nearest_centroids",
+    "encode", "encoder_hash", "evaluate_at_client", "kcenter_greedy", "label_with_private_knn", "load_encoder", "nearest_centroids",
     "prepare_cloud", "random_encoder", "run_ecos", "save_encoder", "score_weights", "select_ecos",
-    "select_kcenter", "select_random", "train_denoising_encoder",
+    "select_kcenter", "select_random", "share_encoder", "train_denoising_encoder",
 ]

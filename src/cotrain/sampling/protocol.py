@@ -120,6 +120,23 @@ class EcosClient(Participant):
                 release="coverage_scores")
         return R.CoverageReply(scores=value, sensitivity=sensitivity, spends=tuple(spends)).to_message()
 
+    @handler(R.KNN)
+    def on_knn_label(self, message: Message) -> Message:
+        """Downstream (c): label the cloud's selection with private kNN on this client's labelled data."""
+        from cotrain.sampling.private_knn import private_knn_labels
+
+        if self.encoder is None:
+            raise ValueError("private-kNN request before the client holds an encoder")
+        req = R.KnnLabelRequest.from_message(message)
+        spends: list[PrivacySpend] = []
+        out = private_knn_labels(
+            req.features, torch.from_numpy(encode(self.encoder, self.data.x)), self.data.y,
+            num_classes=self.data.num_classes, **req.options,
+            generator=torch_generator(self.seed, "ecos", "private_knn", self.participant_id, req.round),
+            party=self.participant_id, round=req.round, record=spends.append)
+        answered = torch.nonzero(out.answered).flatten()
+        return R.KnnLabelReply(answered=answered, labels=out.labels[answered], spends=tuple(spends)).to_message()
+
     @handler(R.EVALUATE)
     def on_evaluate(self, message: Message) -> Message:
         from cotrain.models import build_model
@@ -187,13 +204,19 @@ class EcosResult:
     spends: tuple[PrivacySpend, ...] = ()
 
 
+def share_encoder(grid: Grid, encoder: ConvEncoder, *, client: str, round: int) -> str:
+    """Rounds ``round`` and ``round + 1``: offer phi's hash; send phi only if the client lacks it."""
+    h = encoder_hash(encoder)
+    reply = grid.send_and_receive({client: R.EncoderOffer(encoder_hash=h).to_message()}, round=round)
+    if not R.EncoderOffer.from_message(reply[client]).has_encoder:
+        grid.send_and_receive({client: R.EncoderTransfer(encoder, h).to_message()}, round=round + 1)
+    return h
+
+
 def run_ecos(grid: Grid, cloud: CloudIndex, settings: EcosSettings, *, client: str, round_start: int = 0) -> EcosResult:
     """Run rounds ``round_start .. round_start + 2`` of the protocol with ``client``; select."""
     first, first_spend = len(grid.ledger.entries), len(grid.ledger.privacy)
-    h = cloud.encoder_hash
-    reply = grid.send_and_receive({client: R.EncoderOffer(encoder_hash=h).to_message()}, round=round_start)
-    if not R.EncoderOffer.from_message(reply[client]).has_encoder:
-        grid.send_and_receive({client: R.EncoderTransfer(cloud.encoder, h).to_message()}, round=round_start + 1)
+    h = share_encoder(grid, cloud.encoder, client=client, round=round_start)
     request = R.CoverageRequest(centroids=torch.from_numpy(cloud.compression.centroids), encoder_hash=h,
                                 rule=settings.rule, rule_options=settings.rule_options, epsilon=settings.epsilon,
                                 delta=settings.delta, noise_multiplier=settings.noise_multiplier,
@@ -218,6 +241,20 @@ def run_ecos(grid: Grid, cloud: CloudIndex, settings: EcosSettings, *, client: s
         bytes_centroids=sum(e.bytes for e in entries if e.kind == R.COVERAGE and e.direction == "down"),
         bytes_scores=sum(e.bytes for e in entries if e.kind == R.COVERAGE and e.direction == "up"),
         bytes_values=sum(e.value_bytes for e in entries), spends=spends)
+
+
+def label_with_private_knn(grid: Grid, features: np.ndarray, *, client: str, options: dict, round: int,
+                           delta: float = 1e-5) -> tuple[np.ndarray, np.ndarray, float]:
+    """Downstream (c): the client labels the rows of ``features`` (Q, D); returns (answered positions,
+    their labels, epsilon of this labelling from the ledger's spends)."""
+    first_spend = len(grid.ledger.privacy)
+    req = R.KnnLabelRequest(features=torch.from_numpy(np.ascontiguousarray(features)), options=options, round=round)
+    reply = R.KnnLabelReply.from_message(grid.send_and_receive({client: req.to_message()}, round=round)[client])
+    spends = [s for s in grid.ledger.privacy[first_spend:] if s.party == client]
+    from cotrain.privacy import epsilon_of
+
+    eps = float(epsilon_of(spends, delta=delta, accountant="rdp")) if spends else 0.0
+    return reply.answered.numpy(), reply.labels.numpy(), eps
 
 
 def evaluate_at_client(grid: Grid, model: torch.nn.Module, *, client: str, model_name: str, options: dict,

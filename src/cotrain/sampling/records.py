@@ -141,3 +141,42 @@ class EvaluateReply:
     @classmethod
     def from_message(cls, m: Message) -> "EvaluateReply":
         return cls(accuracy=float(m.values["accuracy"]), num_examples=int(m.values["num_examples"]))
+
+
+KNN = "ecos_knn_label"
+
+
+@dataclass
+class KnnLabelRequest:
+    """Cloud -> client: phi of the selected (public) pool samples (Q, D) and the private-kNN settings
+    (``sampling_rate``, ``k``, ``sigma1``, ``threshold``, ``sigma2``; keyword options of
+    :func:`~cotrain.sampling.private_knn.private_knn_labels`)."""
+
+    features: torch.Tensor
+    options: dict = field(default_factory=dict)
+    round: int = 0
+
+    def to_message(self) -> Message:
+        return Message(KNN, tensors={"features": self.features.to(torch.float32)}, payload=PayloadKind.STATISTICS,
+                       values={"options": dict(self.options), "round": self.round})
+
+    @classmethod
+    def from_message(cls, m: Message) -> "KnnLabelRequest":
+        return cls(features=m.tensors["features"], options=dict(m.values["options"]), round=int(m.values["round"]))
+
+
+@dataclass
+class KnnLabelReply:
+    """Client -> cloud: only the answered queries' positions and labels, with the spends."""
+
+    answered: torch.Tensor  # int64 (A,), positions in the request
+    labels: torch.Tensor  # int64 (A,)
+    spends: tuple[PrivacySpend, ...] = ()
+
+    def to_message(self) -> Message:
+        return Message(KNN, tensors={"answered": self.answered.to(torch.int64), "labels": self.labels.to(torch.int64)},
+                       payload=PayloadKind.LABELS, spends=self.spends)
+
+    @classmethod
+    def from_message(cls, m: Message) -> "KnnLabelReply":
+        return cls(answered=m.tensors["answered"], labels=m.tensors["labels"], spends=m.spends)
