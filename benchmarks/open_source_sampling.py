@@ -37,6 +37,7 @@ from cotrain.seeding import numpy_rng, torch_generator  # noqa: E402
 DOMAINS = ("mnist", "usps", "mnist_m")
 METHODS = ("ecos", "ecos_no_noise", "random", "kcenter", "local", "full_pool")
 MODEL, MODEL_OPTIONS = "small_cnn", {"width": 16}
+TEACHER_WIDTH = 64  # downstream (b): the large teacher; the student is MODEL
 
 
 @dataclass
@@ -79,9 +80,10 @@ def translate(x: torch.Tensor, g: torch.Generator, pixels: int = 2) -> torch.Ten
     return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
 
 
-def train_supervised(x: torch.Tensor, y: torch.Tensor, *, steps: int, seed: int, batch: int = 64) -> torch.nn.Module:
-    """Plain supervised training (the fallback of downstream (a) when FixMatch is not available)."""
-    model = build_model(MODEL, input_shape=tuple(x.shape[1:]), num_classes=10, seed=seed, **MODEL_OPTIONS)
+def train_supervised(x: torch.Tensor, y: torch.Tensor, *, steps: int, seed: int, batch: int = 64,
+                     width: int = MODEL_OPTIONS["width"]) -> torch.nn.Module:
+    """Plain supervised training (Adam 1e-3, random shifts of up to 2 pixels)."""
+    model = build_model(MODEL, input_shape=tuple(x.shape[1:]), num_classes=10, seed=seed, width=width)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch_generator(seed, "downstream")
     for _ in range(steps):
@@ -112,6 +114,41 @@ def downstream_a(pool: Pool, labelled: np.ndarray, *, steps: int, seed: int, tra
     return model.eval(), f"FixMatch (mu {mu}): labelled selection + unlabelled pool"
 
 
+def downstream_b(teacher: torch.nn.Module, pool: Pool, idx: np.ndarray, *, steps: int,
+                 seed: int) -> tuple[torch.nn.Module, str]:
+    """Model compression: distil the teacher into the small student on the (unlabelled) selection."""
+    from cotrain.sampling.distill import distill
+
+    student = build_model(MODEL, input_shape=tuple(pool.x.shape[1:]), num_classes=10, seed=seed, **MODEL_OPTIONS)
+    distill(teacher.eval(), student, pool.x[idx], steps=steps, seed=seed)
+    return student.eval(), f"distillation: small_cnn width {TEACHER_WIDTH} teacher (labelled pool) -> width 16 student"
+
+
+def downstream_c(grid, cloud, pool: Pool, idx: np.ndarray, *, client: str, steps: int, seed: int, round: int,
+                 score_spends) -> tuple[torch.nn.Module, str, dict]:
+    """Private kNN: the client labels the selection in phi space; a student trains on the answers."""
+    from cotrain.privacy import epsilon_of
+    from cotrain.sampling import label_with_private_knn, share_encoder
+
+    share_encoder(grid, cloud.encoder, client=client, round=round)
+    first = len(grid.ledger.privacy)
+    answered, labels, eps_knn = label_with_private_knn(grid, cloud.features[idx], client=client, round=round + 2,
+                                                       options=KNN_OPTIONS)
+    extra = {"answered": int(len(answered)), "epsilon_knn": eps_knn,
+             "answered_label_accuracy": float((torch.as_tensor(labels) == pool.y[idx[answered]]).float().mean())
+             if len(answered) else None}
+    if score_spends:  # the client's total: scores and labels composed (RDP)
+        extra["epsilon_total"] = float(epsilon_of(list(score_spends) + grid.ledger.privacy[first:], delta=1e-5,
+                                                  accountant="rdp"))
+    if not len(answered):
+        raise RuntimeError("private kNN answered no query: lower the threshold")
+    model = train_supervised(pool.x[idx[answered]], torch.as_tensor(labels), steps=steps, seed=seed)
+    return model, "private kNN labels (answered only) -> supervised student", extra
+
+
+KNN_OPTIONS: dict = {}
+
+
 def main() -> None:
     p = parser(__doc__.split("\n")[0])
     p.add_argument("--domains", nargs="+", default=list(DOMAINS))
@@ -127,6 +164,10 @@ def main() -> None:
     p.add_argument("--encoder-steps", type=int, default=1000)
     p.add_argument("--encoders", nargs="+", default=["denoising", "random"])
     p.add_argument("--candidate-factor", type=float, default=2.0)
+    p.add_argument("--downstreams", nargs="+", default=["selective_labelling"],
+                   choices=["selective_labelling", "distillation", "private_knn"])
+    p.add_argument("--knn", default="sampling_rate=0.6,k=300,sigma1=75,threshold=180,sigma2=25",
+                   help="private kNN settings (Zhu et al.'s MNIST ones; rate scaled to the client's size)")
     p.add_argument("--trainer", choices=["supervised", "fixmatch"], default="supervised",
                    help="downstream (a): supervised on the labelled selection, or FixMatch with the pool")
     p.add_argument("--mu", type=int, default=2, help="FixMatch: unlabelled batch = mu x batch")
@@ -140,6 +181,7 @@ def main() -> None:
         args.domains, args.per_source, args.client_cap, args.test_cap = ["usps"], 300, 500, 300
         args.steps, args.encoder_steps, args.k, args.budgets, args.ks = 60, 40, 20, [200], [10, 20]
     setup_threads(args)
+    KNN_OPTIONS.update({k: (int(v) if k == "k" else float(v)) for k, v in (kv.split("=") for kv in args.knn.split(","))})
     rows, notes = [], {"privacy": "cotrain.privacy (PLD accountant for the scores, RDP for private kNN)"}
     if args.selection_sweep:
         return selection_sweep(args, notes)
@@ -177,7 +219,7 @@ def main() -> None:
                                 "bytes_values": res.bytes_values,
                                 "score_l1_error": float(np.abs(res.noisy_scores - exact).sum()),
                                 "clusters_allocated": int((res.allocation.counts > 0).sum()),
-                                "select_seconds": time.time() - t1}))
+                                "select_seconds": time.time() - t1, "spends": res.spends}))
                     elif method == "random":
                         picks.append((method, "", select_random(len(pool.y), budget,
                                                                 numpy_rng(seed, "random", budget)), {}))
@@ -186,33 +228,53 @@ def main() -> None:
                                       {"select_seconds": time.time() - t1}))
                     else:
                         picks.append((method, "", None, {}))
-                for method, enc, idx, info in picks:
-                    t1 = time.time()
-                    if method == "local":
-                        model, note = train_supervised(pool.client_train.x, pool.client_train.y, steps=args.steps,
-                                                       seed=seed), "supervised on the client's own labelled data"
-                    elif method == "full_pool":
+                for downstream in args.downstreams:
+                    teacher = None
+                    if downstream == "distillation":  # the cloud's large model, on every labelled pool image
                         lab = np.flatnonzero(pool.y.numpy() >= 0)
-                        model, note = train_supervised(pool.x[lab], pool.y[lab], steps=args.steps, seed=seed), \
-                            "supervised on every labelled pool sample"
-                    else:
-                        model, note = downstream_a(pool, idx, steps=args.steps, seed=seed, trainer=args.trainer,
-                                                   mu=args.mu)
-                    acc = evaluate_at_client(grid, model, client="client", model_name=MODEL, options=MODEL_OPTIONS,
-                                             round=rnd)
-                    rnd += 1
-                    row = {"client_domain": domain, "method": method, "downstream": "selective_labelling",
-                           "budget": budget if idx is not None else None, "seed": seed, "test_accuracy": acc,
-                           "epsilon": info.get("epsilon", 0.0),
-                           "delta": 1e-5, "bytes_down": info.get("bytes_down", 0), "bytes_up": info.get("bytes_up", 0),
-                           "in_domain_fraction": None if idx is None else float(in_domain[idx].mean()),
-                           "seconds": time.time() - t1 + info.get("select_seconds", 0.0),
-                           "encoder": enc, "downstream_note": note,
-                           "labelled": None if idx is None else int((pool.y[idx] >= 0).sum()),
-                           **{k: v for k, v in info.items() if k not in ("epsilon", "bytes_down", "bytes_up")}}
-                    rows.append(row)
-                    print({k: row[k] for k in ("client_domain", "method", "encoder", "budget", "test_accuracy",
-                                               "epsilon", "in_domain_fraction", "bytes_down", "bytes_up")}, flush=True)
+                        teacher = train_supervised(pool.x[lab], pool.y[lab], steps=args.steps, seed=seed,
+                                                   width=TEACHER_WIDTH)
+                    for method, enc, idx, info in picks:
+                        if idx is None and downstream != "selective_labelling":
+                            continue  # local and full_pool are baselines of (a)
+                        t1 = time.time()
+                        extra: dict = {}
+                        if method == "local":
+                            model, note = train_supervised(pool.client_train.x, pool.client_train.y,
+                                                           steps=args.steps, seed=seed), \
+                                "supervised on the client's own labelled data"
+                        elif method == "full_pool":
+                            lab = np.flatnonzero(pool.y.numpy() >= 0)
+                            model, note = train_supervised(pool.x[lab], pool.y[lab], steps=args.steps, seed=seed), \
+                                "supervised on every labelled pool sample"
+                        elif downstream == "selective_labelling":
+                            model, note = downstream_a(pool, idx, steps=args.steps, seed=seed, trainer=args.trainer,
+                                                       mu=args.mu)
+                        elif downstream == "distillation":
+                            model, note = downstream_b(teacher, pool, idx, steps=args.steps, seed=seed)
+                        else:
+                            model, note, extra = downstream_c(grid, clouds[args.encoders[0]], pool, idx, client="client",
+                                                              steps=args.steps, seed=seed, round=rnd,
+                                                              score_spends=info.get("spends", ()))
+                            rnd += 3
+                        acc = evaluate_at_client(grid, model, client="client", model_name=MODEL,
+                                                 options=MODEL_OPTIONS, round=rnd)
+                        rnd += 1
+                        row = {"client_domain": domain, "method": method, "downstream": downstream,
+                               "budget": budget if idx is not None else None, "seed": seed, "test_accuracy": acc,
+                               "epsilon": extra.get("epsilon_total", extra.get("epsilon_knn", info.get("epsilon", 0.0))),
+                               "delta": 1e-5,
+                               "bytes_down": info.get("bytes_down", 0), "bytes_up": info.get("bytes_up", 0),
+                               "in_domain_fraction": None if idx is None else float(in_domain[idx].mean()),
+                               "seconds": time.time() - t1 + info.get("select_seconds", 0.0),
+                               "encoder": enc, "downstream_note": note,
+                               "labelled": None if idx is None else int((pool.y[idx] >= 0).sum()),
+                               **{k: v for k, v in info.items() if k not in ("epsilon", "bytes_down", "bytes_up",
+                                                                            "spends")},
+                               **extra}
+                        rows.append(row)
+                        print({k: row[k] for k in ("client_domain", "method", "downstream", "encoder", "budget",
+                                                   "test_accuracy", "epsilon", "in_domain_fraction")}, flush=True)
             print(f"{domain} seed {seed}: prepare {prep_seconds:.0f}s, pool {len(pool.y)}", flush=True)
     write_json(args.json, {"benchmark": "open_source_sampling", "args": vars(args), "environment": environment(),
                            "notes": notes, "rows": rows})
