@@ -12,6 +12,7 @@ the client reports only its test accuracy.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import sys
 import time
@@ -63,7 +64,8 @@ def cached_encoder(pool: Pool, settings: EcosSettings, *, seed: int, cache: str 
     """phi for ``settings.encoder``, trained once per (tag, seed, steps) when ``cache`` is a folder."""
     if settings.encoder != "denoising" or not cache:
         return build_encoder(pool.x, settings, seed=seed)
-    path = Path(cache) / f"phi_{tag}_seed{seed}_steps{settings.encoder_steps}_n{len(pool.y)}.pt"
+    digest = hashlib.sha256(pool.x.numpy().tobytes()).hexdigest()[:16]  # phi is only reused on the same pool
+    path = Path(cache) / f"phi_{tag}_seed{seed}_steps{settings.encoder_steps}_{digest}.pt"
     if path.is_file():
         return load_encoder(path)
     phi = build_encoder(pool.x, settings, seed=seed)
