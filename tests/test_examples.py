@@ -22,7 +22,7 @@ def ids(paths: list[Path]) -> list[str]:
 def round_key(cfg) -> str:
     """The dotted key holding the number of rounds (or epochs) of the example's method."""
     section = getattr(cfg, cfg.method.name)
-    name = next(k for k in ("rounds", "epochs") if k in type(section).model_fields)
+    name = next(k for k in ("rounds", "epochs", "train_steps") if k in type(section).model_fields)
     return f"{cfg.method.name}.{name}"
 
 

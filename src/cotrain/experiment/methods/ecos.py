@@ -1,0 +1,187 @@
+"""The ``ecos`` method: collaborative open-source sampling (:mod:`cotrain.sampling`) as an experiment.
+
+Hong, Lyu, Zhou, Spranger, "Outsourcing Training without Uploading Data via Efficient
+Collaborative Open-Source Sampling", NeurIPS 2022. ``[data]`` is the client's private data (one
+participant: its train split, and its test split, which only it holds); ``[ecos] pool`` names the
+cloud's open-source data sets, whose train splits are brought to the client's input shape and
+pooled. The cloud trains phi on the pool, clusters it, sends the centroids (and phi) down; the
+client answers with DP-noised coverage scores; the cloud selects ``budget`` pool samples, has them
+labelled (here: the pool's own labels, the labeller), trains ``[model]`` on them (downstream (a),
+supervised or FixMatch-style with the unlabelled pool), and sends the model down; the client
+reports its test accuracy only. Every message is on the ledger; epsilon comes from the accountant.
+In process only: the protocol is a few exchanges with one client, and its pool stays in the cloud.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from cotrain.experiment.method import Method, MethodOutcome, RunContext, register_method
+from cotrain.experiment.records import ExperimentRound
+from cotrain.experiment.section import Section
+from cotrain.sampling.protocol import EcosSettings
+
+if TYPE_CHECKING:
+    from cotrain.experiment.config import ExperimentConfig
+
+_DEFAULTS = EcosSettings()
+
+
+class EcosSection(Section):
+    """``[ecos]``: the pool, the protocol's options (:class:`~cotrain.sampling.protocol.EcosSettings`'
+    defaults) and the downstream training on the selection."""
+
+    pool: list[str] = Field(default_factory=lambda: ["synthetic"], min_length=1,
+                            description="registered data sets whose train splits form the cloud's pool")
+    pool_options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="reader options by data set")
+    pool_max_per_source: int | None = Field(None, ge=1)
+    budget: int = Field(_DEFAULTS.budget, ge=1)
+    k: int = Field(_DEFAULTS.k, ge=1)
+    rule: str = _DEFAULTS.rule
+    rule_options: dict[str, Any] = Field(default_factory=dict)
+    epsilon: float = Field(_DEFAULTS.epsilon, gt=0, description="inf: exact scores, no noise, no claim")
+    delta: float = Field(_DEFAULTS.delta, gt=0, lt=1)
+    noise_multiplier: float | None = Field(_DEFAULTS.noise_multiplier, gt=0)
+    threshold: float = _DEFAULTS.threshold
+    temperature: float | None = Field(_DEFAULTS.temperature, gt=0)
+    candidate_factor: float = Field(_DEFAULTS.candidate_factor, ge=1)
+    encoder: str = _DEFAULTS.encoder
+    encoder_dim: int = Field(_DEFAULTS.encoder_dim, ge=1)
+    encoder_width: int = Field(_DEFAULTS.encoder_width, ge=1)
+    encoder_steps: int = Field(_DEFAULTS.encoder_steps, ge=0)
+    kmeans_niter: int = Field(_DEFAULTS.kmeans_niter, ge=1)
+    trainer: Literal["supervised", "fixmatch"] = "supervised"
+    train_steps: int = Field(500, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.03, gt=0)
+
+    def settings(self) -> EcosSettings:
+        names = {f.name for f in fields(EcosSettings)}
+        return EcosSettings(**{n: getattr(self, n) for n in names})
+
+
+def _pool(cfg: "ExperimentConfig", shape: tuple[int, ...]) -> tuple[Any, Any, Any, list[str]]:
+    """The pooled images (N, *shape), their hidden labels, their source index, the source names
+    (a data set's domains, when it has several, are sources of their own)."""
+    import numpy as np
+    import torch
+
+    from cotrain.data.transforms import resize, to_grayscale, to_rgb
+    from cotrain.experiment.prepare import load_domain
+
+    s = cfg.ecos
+    xs, ys, src, names = [], [], [], []
+    for name in s.pool:
+        split = load_domain(cfg, "ecos.pool", name, dict(s.pool_options.get(name, {})),
+                            max_train=s.pool_max_per_source, max_test=1, stream=f"ecos-pool-{name}").train
+        x = resize(split.x, shape[-1]) if split.x.shape[-1] != shape[-1] else split.x
+        x = to_rgb(x) if shape[0] == 3 and x.shape[1] == 1 else to_grayscale(x) if shape[0] == 1 and x.shape[1] == 3 else x
+        if tuple(x.shape[1:]) != tuple(shape):
+            from cotrain.errors import ConfigError
+
+            raise ConfigError(f"ecos.pool: {name!r} images are {tuple(x.shape[1:])}, the client's {tuple(shape)}",
+                              key="ecos.pool")
+        xs.append(x)
+        ys.append(split.y)
+        dom = split.domain if split.domain is not None and int(split.domain.max()) > 0 else None
+        parts = sorted(set(dom.tolist())) if dom is not None else [None]
+        tag = torch.zeros(len(x), dtype=torch.long)
+        for d in parts:
+            tag[dom == d if d is not None else slice(None)] = len(names)
+            names.append(name if d is None else f"{name} (domain {d})")
+        src.append(tag)
+    return torch.cat(xs), torch.cat(ys), np.asarray(torch.cat(src)), names
+
+
+@register_method("ecos", section=EcosSection)
+class OpenSourceSampling(Method):
+    """One client, a cloud with an open-source pool: ECOS selection, then the cloud trains for the client."""
+
+    def __init__(self, cfg: "ExperimentConfig") -> None:
+        from cotrain.errors import ConfigError
+        from cotrain.experiment.prepare import check_model_options, prepare_data, require_runtime, under_key
+
+        super().__init__(cfg)
+        require_runtime(cfg, ("inprocess",), "the cloud's pool and the one client exchange a few messages in process")
+        if cfg.data.participants != 1:
+            raise ConfigError("data.participants: ECOS has one client; set data.participants = 1",
+                              key="data.participants")
+        self.settings = under_key("ecos", cfg.ecos.settings)
+        self.data = prepare_data(cfg)
+        check_model_options(cfg)
+        self.client_train, self.client_test = self.data.participant_data(0), self.data.splits.test
+        self.pool_x, self.pool_y, self.pool_source, self.sources = _pool(cfg, self.client_train.input_shape)
+        if self.settings.budget > len(self.pool_x):
+            raise ConfigError(f"ecos.budget: {self.settings.budget} exceeds the pool's {len(self.pool_x)} samples",
+                              key="ecos.budget")
+
+    @property
+    def total_rounds(self) -> int:
+        return 1
+
+    @property
+    def test_samples(self) -> int:
+        return len(self.client_test)
+
+    def run(self, ctx: RunContext) -> MethodOutcome:
+        import time
+
+        import numpy as np
+
+        from cotrain.data.base import ArrayDataset
+        from cotrain.experiment.report import key_value_html, table_html
+        from cotrain.experiment.setup import participant_id
+        from cotrain.models import build_model
+        from cotrain.runtime import InProcessGrid
+        from cotrain.sampling.cloud import prepare_cloud
+        from cotrain.sampling.protocol import EcosClient, evaluate_at_client, run_ecos
+        from cotrain.seeding import derive_seed
+
+        t0, cfg, seed = time.perf_counter(), self.cfg, self.cfg.run.seed
+        client = participant_id(0)
+        cloud = prepare_cloud(self.pool_x, self.settings, seed=derive_seed(seed, "ecos-cloud"))
+        grid = InProcessGrid({client: EcosClient(client, self.client_train, seed=seed, test=self.client_test)})
+        result = run_ecos(grid, cloud, self.settings, client=client)
+        picked = np.asarray(result.indices)
+        labelled = ArrayDataset(x=self.pool_x[picked], y=self.pool_y[picked], num_classes=self.client_train.num_classes)
+        train = self.client_train
+        model = build_model(cfg.model.name, input_shape=train.input_shape, num_classes=train.num_classes,
+                            seed=derive_seed(seed, "init"), **cfg.model.options)
+        stats = self._train(model, labelled, seed)
+        accuracy = evaluate_at_client(grid, model, client=client, model_name=cfg.model.name,
+                                      options=dict(cfg.model.options), round=10)
+        ledger = grid.ledger
+        record = ExperimentRound(round=1, test_accuracy=accuracy, seconds=time.perf_counter() - t0,
+                                 bytes_up=ledger.total_bytes(direction="up"),
+                                 bytes_down=ledger.total_bytes(direction="down"), participants=[client],
+                                 extra={"epsilon": None if math.isinf(result.epsilon) else result.epsilon}).to_json()
+        ctx.on_round(record)
+        composition = {name: int((self.pool_source[picked] == i).sum()) for i, name in enumerate(self.sources)}
+        exact = grid._participants[client].exact_scores  # the client's own view, read for the report only
+        summary = {"budget": self.settings.budget, "k": self.settings.k, "rule": self.settings.rule,
+                   "ecos_epsilon": None if math.isinf(result.epsilon) else result.epsilon, "ecos_delta": result.delta,
+                   "selection_by_source": composition, "bytes_encoder": result.bytes_encoder,
+                   "bytes_centroids": result.bytes_centroids, "bytes_scores": result.bytes_scores,
+                   "client_test_accuracy": accuracy, "train": stats}
+        ctx.report.add_section("Open-source sampling (ECOS)", key_value_html(summary) + table_html(
+            [{"cluster": j, "exact": float(exact[j]) if exact is not None else None,
+              "noisy": round(float(result.noisy_scores[j]), 2), "allocated": int(result.allocation.counts[j])}
+             for j in np.argsort(-result.noisy_scores)[:20]]))
+        return MethodOutcome(history=[record], ledger=ledger, model_state=model.state_dict(), summary=summary,
+                             participant_rows=[{"participant": client, "train_samples": len(train),
+                                                "test_samples": len(self.client_test)}])
+
+    def _train(self, model: Any, labelled: Any, seed: int) -> dict[str, Any]:
+        from cotrain.sampling.fixmatch import train_fixmatch, train_supervised
+
+        s = self.cfg.ecos
+        if s.trainer == "fixmatch":
+            out = train_fixmatch(model, labelled, self.pool_x, steps=s.train_steps, batch_size=s.batch_size,
+                                 lr=s.lr, seed=seed)
+        else:
+            out = train_supervised(model, labelled, steps=s.train_steps, batch_size=s.batch_size, lr=s.lr, seed=seed)
+        return {k: v for k, v in out.items() if isinstance(v, (int, float, str))}

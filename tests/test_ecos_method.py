@@ -1,0 +1,33 @@
+"""``[method] name = "ecos"``: the cloud selects from its pool by the client's noisy coverage scores."""
+
+from pathlib import Path
+
+import pytest
+
+from cotrain.errors import ConfigError
+from cotrain.experiment import load_config, prepare, run_experiment, with_overrides
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ecos_synthetic.toml"
+
+
+def test_ecos_selects_the_clients_domain_and_trains_a_model_for_it(tmp_path):
+    # Prepare: the example (client: domain 0 only; pool: three domains, a third each), made smaller
+    cfg = with_overrides(load_config(EXAMPLE), {"run.output_dir": str(tmp_path), "ecos.encoder_steps": 30,
+                                                "ecos.budget": 120, "ecos.k": 12, "ecos.train_steps": 150})
+    # Execute
+    result = run_experiment(cfg)
+    s = result.summary
+    # Assert: mostly the client's domain (random would give a third), a useful model, the accountant's epsilon
+    picked = s["selection_by_source"]
+    assert sum(picked.values()) == 120 and picked["synthetic (domain 0)"] >= 2 * 120 / 3
+    assert s["client_test_accuracy"] > 0.5  # 10 classes: chance is 0.1
+    assert s["ecos_epsilon"] == pytest.approx(1.0, abs=1e-3) and s["epsilon_by_party"] == {
+        "participant-000": pytest.approx(s["ecos_epsilon"])}
+    # only centroids, phi, noisy scores and the model crossed: nothing shaped like the client's images
+    assert result.ledger.raw_data_findings((3, 32, 32)) == []
+    assert s["bytes_scores"] == 12 * 4  # K float32 scores up
+
+
+def test_ecos_has_one_client(tmp_path):
+    with pytest.raises(ConfigError, match="data.participants: ECOS has one client"):
+        prepare(with_overrides(load_config(EXAMPLE), {"data.participants": 2}))
