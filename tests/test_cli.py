@@ -124,3 +124,24 @@ def test_datasets_says_where_missing_data_would_be(tmp_path: Path):
     row = next(line for line in result.output.splitlines() if " mnist " in line)
     assert "no" in row and str(tmp_path) in row
     assert "synthetic" in result.output
+
+
+def test_list_shows_every_registry():
+    from typer.testing import CliRunner
+
+    from cotrain.aggregation import AGGREGATORS
+    from cotrain.cli import app
+
+    out = CliRunner().invoke(app, ["list"], env={"COLUMNS": "400"})
+    assert out.exit_code == 0, out.output
+    for name in ("fedavg", "split", "fada", *AGGREGATORS.names(), "sign_flip", "dp_client", "privacy"):
+        assert name in out.output, name
+
+
+def test_help_keeps_the_section_names():
+    from typer.testing import CliRunner
+
+    from cotrain.cli import app
+
+    out = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert "overrides run.seed" in out.output and "overrides run.output_dir" in out.output

@@ -144,3 +144,21 @@ def test_cross_section_error_carries_its_key():
     with pytest.raises(ConfigError) as info:
         parse_config("[fedavg]\nlr = 0\n")
     assert info.value.key == "fedavg.lr"
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"model.options": {"width": -4}}, "model.options: width must be an integer >= 1 (got -4)"),
+    ({"model.options": {"width": 2.5}}, "model.options: width must be an integer >= 1 (got 2.5)"),
+    ({"model.options": {"width": "wide"}}, "model.options: width must be an integer >= 1 (got 'wide')"),
+    ({"audit.attribute": "shoe_size"}, "audit.attribute: the data set has no attribute 'shoe_size'"),
+    ({"audit.rounds": [7]}, "audit.rounds: [7] after the last round (5)"),
+    ({"audit.participants": ["participant-042"]}, "audit.participants: no participant participant-042"),
+    ({"method.name": "split"}, "audit.enabled: the gradient audit reads FedSGD uploads; the split method has none"),
+])
+def test_inputs_that_used_to_reach_a_traceback_are_one_line_errors(override, message):
+    from cotrain.experiment import load_config, prepare, with_overrides
+
+    base = load_config(Path(__file__).parents[1] / "examples" / "audit_fedsgd_synthetic.toml")
+    with pytest.raises(ConfigError) as err:
+        prepare(with_overrides(base, override))
+    assert str(err.value).startswith(message), str(err.value)

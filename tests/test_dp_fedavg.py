@@ -195,24 +195,36 @@ def test_dp_fedavg_in_run_fedavg_records_a_server_spend_every_round(tiny_dataset
     assert history[0].aggregation["info"] == {"noise_std": 0.25}
 
 
-def test_dp_client_on_fedavg_participants_gives_each_its_own_account(tiny_dataset):
-    # Prepare: 3 FedAvg participants wrapped by dp_client, 2 sampled a round, 4 rounds
-    from cotrain.behaviours import BehaviourSpec, behave
-    from cotrain.federated import FedAvgParticipant, FedAvgSettings, run_fedavg
+def _mlp():
     from cotrain.models import build_model
 
-    factory = lambda: build_model("mlp", input_shape=(1, 8, 8), num_classes=3, hidden=[8], seed=1)  # noqa: E731
-    spec = BehaviourSpec(defences=(("dp_client", {"clip_norm": 0.5, "noise_multiplier": 2.0}),))
+    return build_model("mlp", input_shape=(1, 8, 8), num_classes=3, hidden=[8], seed=1)
+
+
+def _behaving_federation(data, defences, n=3, seed=5):
+    """n FedAvg participants on interleaved shares of ``data``, each wrapped by ``defences``."""
+    from cotrain.behaviours import BehaviourSpec, behave
+    from cotrain.federated import FedAvgParticipant
+
+    spec = BehaviourSpec(defences=tuple(defences))
     parts = {}
-    for i in range(3):
+    for i in range(n):
         pid = f"p{i}"
-        behaviours, ctx = spec.for_participant(pid, seed=5, num_participants=3)
-        parts[pid] = behave(lambda d, pid=pid: FedAvgParticipant(pid, model_factory=factory, train_data=d, seed=5),
-                            tiny_dataset.subset(range(i, 90, 3)), behaviours, ctx)
+        behaviours, ctx = spec.for_participant(pid, seed=seed, num_participants=n)
+        parts[pid] = behave(lambda d, pid=pid: FedAvgParticipant(pid, model_factory=_mlp, train_data=d, seed=seed),
+                            data.subset(range(i, 30 * n, n)), behaviours, ctx)
+    return parts
+
+
+def test_dp_client_on_fedavg_participants_gives_each_its_own_account(tiny_dataset):
+    # Prepare: 3 FedAvg participants wrapped by dp_client, 2 sampled a round, 4 rounds
+    from cotrain.federated import FedAvgSettings, run_fedavg
+
+    parts = _behaving_federation(tiny_dataset, [("dp_client", {"clip_norm": 0.5, "noise_multiplier": 2.0})])
     grid = InProcessGrid(parts)
     settings = FedAvgSettings(rounds=4, participants_per_round=2, local_steps=2, batch_size=8, lr=0.1)
     # Execute
-    history = run_fedavg(grid, factory(), settings, seed=5)
+    history = run_fedavg(grid, _mlp(), settings, seed=5)
     eps = epsilon_by_party(grid.ledger, delta=DELTA)
     # Assert: a participant's epsilon is that of the rounds it took part in (sampling rate 1)
     taken = {pid: sum(pid in h.participants for h in history) for pid in parts}
@@ -220,3 +232,81 @@ def test_dp_client_on_fedavg_participants_gives_each_its_own_account(tiny_datase
     for pid, k in taken.items():
         if k:
             assert eps[pid] == epsilon_of([PrivacySpend(1, pid, "gaussian", 2.0, 0.5, count=k)], delta=DELTA)
+
+
+def test_fedavg_with_a_no_op_dp_client_equals_fedavg_bit_for_bit(tiny_dataset):
+    # Prepare: the same federation with and without dp_client(noise 0, no clip)
+    from cotrain.federated import FedAvgSettings, run_fedavg
+
+    settings = FedAvgSettings(rounds=2, participants_per_round=2, local_steps=2, batch_size=8, lr=0.1)
+    states = {}
+    for name, defences in (("plain", []), ("dp", [("dp_client", {"clip_norm": None, "noise_multiplier": 0.0})])):
+        model, grid = _mlp(), InProcessGrid(_behaving_federation(tiny_dataset, defences))
+        # Execute
+        run_fedavg(grid, model, settings, seed=5)
+        states[name] = (model.state_dict(), grid.ledger)
+    # Assert
+    assert all(torch.equal(states["plain"][0][k], v) for k, v in states["dp"][0].items())
+    assert states["dp"][1].privacy == [] and epsilon_by_party(states["dp"][1], delta=DELTA) == {}
+
+
+def test_epsilon_by_party_reads_a_ledger_written_to_jsonl(tmp_path):
+    # Prepare: a ledger with a client's release (on its message) and a server's release
+    from cotrain.runtime import Ledger
+
+    ledger = Ledger()
+    reply = Message("train", tensors={"w": torch.zeros(2)}, payload=PayloadKind.PARAMETERS,
+                    spends=(PrivacySpend(1, "p0", "gaussian", 1.3, 0.5, release="update"),))
+    ledger.record(reply, sender="p0", receiver="server", round=1)
+    ledger.record_privacy(PrivacySpend(1, "server", "gaussian", 0.9, 0.1, sampling_rate=0.2, release="aggregate"))
+    ledger.write_jsonl(tmp_path / "ledger.jsonl")
+    # Execute
+    eps = epsilon_by_party(Ledger.read_jsonl(tmp_path / "ledger.jsonl"), delta=DELTA, accountant="rdp")
+    # Assert
+    assert eps == {"p0": epsilon_of(ledger.spends_of("p0"), delta=DELTA, accountant="rdp"),
+                   "server": epsilon_of(ledger.spends_of("server"), delta=DELTA, accountant="rdp")}
+    assert list(eps) == ["p0", "server"] and eps["p0"] > 0 and eps["server"] > 0
+
+
+def test_dp_options_in_an_experiment_file_are_checked_as_config_errors():
+    from cotrain.experiment import ConfigError, parse_config
+
+    for text, key in (('[defence]\nname = "dp_client"\noptions = { clip_norm = 1.0, noise_multiplier = 1.0, '
+                       'sampling_rate = 0.5 }\n', "defence.options"),
+                      ('[aggregation]\nname = "dp_fedavg"\noptions = { clip_norm = -1.0, noise_multiplier = 1.0 }\n',
+                       "aggregation.options")):
+        with pytest.raises(ConfigError) as err:
+            parse_config(text)
+        assert str(err.value).startswith(key) and "\n" not in str(err.value)
+
+
+@pytest.mark.flower
+@pytest.mark.slow
+def test_both_placements_on_the_flower_simulation_engine_equal_the_in_process_run(tmp_path):
+    # Prepare: FedAvg with dp_client and dp_fedavg together, 3 participants, 2 a round, 2 rounds
+    pytest.importorskip("flwr")
+    pytest.importorskip("ray")
+    from cotrain.experiment.config import ExperimentConfig
+    from cotrain.runtime.flower.launch import run_flower_simulation, run_inprocess
+    from cotrain.runtime.job import load_job
+
+    job = "cotrain.experiment.methods.fedavg:FLOWER_JOB"
+    cfg = ExperimentConfig.model_validate({
+        "run": {"seed": 7},
+        "data": {"dataset": "synthetic", "participants": 3,
+                 "options": {"n_train": 240, "n_test": 60, "size": 16, "num_classes": 4}},
+        "model": {"name": "mlp", "options": {"hidden": [16]}},
+        "fedavg": {"rounds": 2, "participants_per_round": 2, "local_steps": 2, "batch_size": 16, "lr": 0.2},
+        "defence": {"name": "dp_client", "options": {"clip_norm": 1.0, "noise_multiplier": 0.5}},
+        "aggregation": {"name": "dp_fedavg", "options": {"clip_norm": 2.0, "noise_multiplier": 0.3,
+                                                         "sampling_rate": 2 / 3}},
+    }).model_dump_json()
+    # Execute
+    _, ref_ledger, ref_state = run_inprocess(cfg, job=job)
+    _, ledger, state = run_flower_simulation(cfg, job=job, num_participants=load_job(job).num_participants(cfg),
+                                             workdir=tmp_path, timeout_s=400)
+    # Assert: the same releases (the noise streams do not depend on the runtime), epsilons, model
+    assert ledger.privacy == ref_ledger.privacy
+    assert [s.party for s in ref_ledger.privacy].count("server") == 2
+    assert epsilon_by_party(ledger, delta=DELTA) == epsilon_by_party(ref_ledger, delta=DELTA)
+    assert all(torch.allclose(state[k], v, atol=1e-5) for k, v in ref_state.items())

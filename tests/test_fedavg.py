@@ -97,3 +97,14 @@ def test_fedavg_learns_and_counts_bytes(tiny_dataset):
     assert all(r.bytes_down == 2 * model_bytes and r.bytes_up == 2 * model_bytes for r in history)
     assert history[-1].test_accuracy > max(before, 0.6)
     assert set(history[0].participant_metrics) == set(history[0].participants)
+
+
+def test_eval_every_scores_every_k_rounds_and_the_last(tiny_dataset):
+    import math
+
+    grid = InProcessGrid({"p": FedAvgParticipant("p", model_factory=_factory, train_data=tiny_dataset, seed=5)})
+    calls = []
+    history = run_fedavg(grid, _factory(), FedAvgSettings(rounds=5, local_steps=1, batch_size=16, eval_every=2),
+                         seed=5, evaluate=lambda m: calls.append(1) or evaluate(m, tiny_dataset))
+    assert len(calls) == 3  # rounds 2, 4 and the last, 5
+    assert [not math.isnan(r.test_accuracy) for r in history] == [False, True, False, True, True]

@@ -4,6 +4,7 @@ Each test starts real Flower processes bound to 127.0.0.1 (a SuperLink, SuperNod
 the launcher, which stops all of them; the tests check that none is left.
 """
 
+import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -150,3 +151,46 @@ def test_timeout_stops_every_process(cfg, tmp_path):
     with pytest.raises(FlowerLaunchError):
         _launch(run_flower_deployment, cfg, workdir=tmp_path, timeout_s=2)
     _assert_nothing_left()
+
+
+@pytest.mark.skipif(_ray_available() is not None, reason=_ray_available() or "")
+def test_audit_of_a_flower_run_gives_the_in_process_report(tmp_path):
+    """The curious server runs inside the Flower ServerApp; its scored rows equal the in-process audit's."""
+    from cotrain.experiment import run_experiment, with_overrides
+
+    base = ExperimentConfig.model_validate({
+        "run": {"seed": 2, "output_dir": str(tmp_path)},
+        "data": {"dataset": "synthetic", "participants": 2, "max_train_samples": 200, "max_test_samples": 120,
+                 "options": {"n_train": 200, "n_test": 120, "size": 16}},
+        "model": {"name": "small_cnn", "options": {"width": 4}},
+        "fedavg": {"rounds": 2, "upload": "gradient", "batch_size": 4, "server_lr": 0.1},
+        "audit": {"enabled": True, "rounds": [2], "participants": ["participant-001"], "attribute": "thickness",
+                  "aux_samples": 60, "steps": 5, "time_limit_s": 20.0},
+    })
+    local = run_experiment(with_overrides(base, {"run.name": "local"}))
+    remote = run_experiment(with_overrides(base, {"run.name": "remote", "run.runtime": "flower-simulation"}))
+    _assert_nothing_left()
+    rows = lambda r: json.loads((r.run_dir / "audit.json").read_text())["results"]  # noqa: E731
+    assert len(rows(local)) == 1 and rows(local)[0]["participant"] == "participant-001"
+    for a, b in zip(rows(local), rows(remote), strict=True):
+        assert set(a) == set(b)
+        for k in a:
+            assert b[k] == (pytest.approx(a[k], abs=1e-6) if isinstance(a[k], float) else a[k]), k
+    assert remote.summary["audit_attribute_accuracy"] == pytest.approx(local.summary["audit_attribute_accuracy"])
+
+
+@pytest.mark.skipif(_ray_available() is not None, reason=_ray_available() or "")
+def test_an_attack_changes_the_same_participants_in_process_and_on_flower(cfg, reference, tmp_path):
+    """The attack wrapper is applied where participants are built, which both runtimes call."""
+    from cotrain.experiment.setup import participant_id, run_behaviours
+
+    attacked = cfg.model_copy(update={"attack": cfg.attack.model_copy(update={"name": "sign_flip",
+                                                                               "fraction": 0.34})})
+    malicious = run_behaviours(attacked, 3).malicious
+    assert len(malicious) == 1 and malicious[0] in [participant_id(i) for i in range(3)]
+    want = run_inprocess(attacked.model_dump_json(), job=FEDAVG)
+    got = _launch(run_flower_simulation, attacked, workdir=tmp_path, timeout_s=400)
+    _assert_nothing_left()
+    _assert_same_run(got, want)
+    # and the attack did change the run: the final model differs from the clean run's
+    assert any(not torch.allclose(want[2][k], reference[2][k]) for k in want[2])

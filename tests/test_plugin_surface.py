@@ -162,3 +162,132 @@ def test_a_new_rule_is_one_class_and_reaches_the_config_and_the_round_record(tmp
             config_from_dict({"aggregation": {"name": "toy_first", "options": {"scale": -1.0}}})
     finally:
         AGGREGATORS.remove("toy_first")
+
+
+@pytest.mark.parametrize("sections, key", [
+    ({"aggregation": {"name": "dp_fedavg"}}, "aggregation.options: aggregator 'dp_fedavg': missing required option"),
+    ({"method": {"name": "fada"}, "aggregation": {"name": "dp_fedavg",
+                                                   "options": {"clip_norm": 1.0, "noise_multiplier": 1.0}}},
+     "aggregation.name: 'dp_fedavg' works with the fedavg, split method(s), not 'fada'"),
+    ({"method": {"name": "split"}, "defence": {"name": "dp_client",
+                                                "options": {"clip_norm": 1.0, "noise_multiplier": 1.0}}},
+     "defence.name: 'dp_client' works with the fedavg method(s), not 'split'"),
+])
+def test_privacy_options_are_stated_and_used_only_where_they_act(sections, key):
+    from cotrain.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(sections)
+    assert str(err.value).startswith(key), str(err.value)
+
+
+def test_summary_reports_epsilon_per_releasing_party(tmp_path):
+    # Prepare: client-side DP-FedAvg, every participant every round, 2 rounds
+    from cotrain.privacy import PrivacySpend, epsilon_of
+
+    cfg = config_from_dict({
+        "run": {"name": "dp", "output_dir": str(tmp_path), "seed": 1},
+        "data": {"participants": 2, "max_train_samples": 80, "max_test_samples": 40,
+                 "options": {"size": 16, "num_classes": 3, "n_train": 80, "n_test": 40}},
+        "model": {"name": "mlp", "options": {"hidden": [8]}},
+        "fedavg": {"rounds": 2, "local_steps": 1, "batch_size": 8},
+        "defence": {"name": "dp_client", "options": {"clip_norm": 1.0, "noise_multiplier": 2.0}},
+        "privacy": {"delta": 1e-5},
+    })
+    # Execute
+    result = run_experiment(cfg)
+    # Assert: two Gaussian releases of noise multiplier 2 each, composed by the accountant
+    want = epsilon_of([PrivacySpend(r, "x", "gaussian", 2.0, 1.0) for r in (1, 2)], delta=1e-5)
+    assert result.summary["epsilon_by_party"] == pytest.approx({"participant-000": want, "participant-001": want})
+    assert result.summary["privacy_releases"] == 4 and result.summary["delta"] == 1e-5
+    assert "Privacy" in (result.run_dir / "report.html").read_text()
+
+
+def test_fltrust_gets_the_servers_root_upload_and_scores_on_the_rest(tmp_path):
+    cfg = config_from_dict({
+        "run": {"name": "fltrust", "output_dir": str(tmp_path), "seed": 2},
+        "data": {"participants": 3, "max_train_samples": 120, "max_test_samples": 90,
+                 "options": {"size": 16, "num_classes": 3, "n_train": 120, "n_test": 90}},
+        "model": {"name": "mlp", "options": {"hidden": [8]}},
+        "fedavg": {"rounds": 2, "local_steps": 2, "batch_size": 8},
+        "aggregation": {"name": "fltrust", "root_samples": 30},
+    })
+    result = run_experiment(cfg)
+    assert result.summary["test_samples"] == 60  # the 30 root samples are never scored on
+    trust = result.history[0]["aggregation"]["scores"]
+    assert set(trust) == {"participant-000", "participant-001", "participant-002"}
+    assert all(0.0 <= t <= 1.0 for t in trust.values()) and max(trust.values()) > 0  # ReLU'd cosines
+    # nothing of the root set crossed: the ledger holds the 3 participants' messages only
+    assert {e.receiver for e in result.ledger.entries if e.direction == "down"} == set(trust)
+
+
+def test_bad_uploads_are_rejected_with_a_reason_and_the_round_goes_on(tiny_dataset):
+    # Prepare: p1 sends NaN, p2 claims 10**12 examples, p0 is honest.
+    from cotrain.federated.records import TrainResult
+    from cotrain.runtime.grid import Participant, handler
+    from cotrain.runtime.message import Message
+
+    class Corrupt(Participant):
+        def __init__(self, pid, inner, how):
+            super().__init__(pid)
+            self.inner, self.how = inner, how
+
+        @handler("train")
+        def train(self, m):
+            r = TrainResult.from_message(self.inner.handle(m))
+            if self.how == "nan":
+                r.tensors = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                             for k, v in r.tensors.items()}
+            else:
+                r.num_examples = 10**12
+            return r.to_message()
+
+    parts = _participants(tiny_dataset)
+    grid = InProcessGrid({"p0": parts["p0"], "p1": Corrupt("p1", parts["p1"], "nan"),
+                          "p2": Corrupt("p2", parts["p2"], "count")})
+    model = build_model("mlp", input_shape=(1, 8, 8), num_classes=3, hidden=[16], seed=11)
+    # Execute
+    history = run_fedavg(grid, model, FedAvgSettings(rounds=2, local_steps=2, batch_size=8, max_examples=1000),
+                         seed=4)
+    # Assert: the two are rejected every round with their reason; the model stays finite; the ledger has it
+    assert set(history[0].rejected) == {"p1", "p2"}
+    assert "NaN" in history[0].rejected["p1"] and "exceeds the cap 1000" in history[0].rejected["p2"]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert [(r["round"], r["participant"]) for r in grid.ledger.rejections] == [(1, "p1"), (1, "p2"), (2, "p1"),
+                                                                                (2, "p2")]
+    assert history[1].aggregation["weights"] == {"p0": 1.0}
+
+
+def test_a_participant_that_raises_drops_out_and_the_quorum_is_enforced(tiny_dataset):
+    # Prepare: p2's handler raises in round 2 only
+    from cotrain.federated.server import QuorumError
+    from cotrain.runtime.grid import ParticipantFailedError
+
+    parts = _participants(tiny_dataset)
+    original = parts["p2"].handle
+
+    def flaky(m):
+        if m.values.get("round") == 2:
+            raise RuntimeError("disk full")
+        return original(m)
+
+    parts["p2"].handle = flaky
+    model = build_model("mlp", input_shape=(1, 8, 8), num_classes=3, hidden=[16], seed=11)
+    grid = InProcessGrid(parts)
+    # Execute
+    history = run_fedavg(grid, model, FedAvgSettings(rounds=3, local_steps=1, batch_size=8), seed=4)
+    # Assert: round 2 went on without p2, said why, and the ledger holds the failure
+    assert [h.failed for h in history] == [{}, {"p2": "RuntimeError: disk full"}, {}]
+    assert set(history[1].aggregation["weights"]) == {"p0", "p1"}
+    assert grid.ledger.failures == [{"round": 2, "participant": "p2", "reason": "RuntimeError: disk full"}]
+    # with a quorum of 3 the same run stops in round 2, naming who failed
+    with pytest.raises(QuorumError, match=r"round 2: 2 usable upload\(s\) of 3 .* min_participants = 3 .*p2: "
+                                          r"RuntimeError: disk full"):
+        run_fedavg(InProcessGrid(parts), model, FedAvgSettings(rounds=3, local_steps=1, batch_size=8,
+                                                               min_participants=3), seed=4)
+    # protocols that cannot go on without a reply get a one-line error, not a KeyError later
+    with pytest.raises(ParticipantFailedError, match="round 2: p2 failed: RuntimeError: disk full"):
+        InProcessGrid(parts).send_and_receive({"p2": __import__("cotrain.federated.records", fromlist=["x"])
+                                               .TrainInstruction(parameters=model.state_dict(), round=2,
+                                                                 local_steps=1, batch_size=8, lr=0.1).to_message()},
+                                              round=2)

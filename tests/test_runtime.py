@@ -60,7 +60,14 @@ def test_messages_are_copies_not_shared_objects():
 
 def test_unknown_kind_and_participant_errors_are_clear():
     grid = InProcessGrid({"a": Echo("a")})
-    with pytest.raises(ValueError, match="cannot handle message kind 'nope'.*double"):
+    from cotrain.runtime.grid import ParticipantFailedError
+
+    # the participant's failure reaches the server as a one-line error naming it (and is on the ledger)
+    with pytest.raises(ParticipantFailedError, match="a failed: ValueError: .*cannot handle message kind 'nope'.*double"):
+        grid.send_and_receive({"a": Message("nope")}, round=0)
+    assert grid.ledger.failures[0]["participant"] == "a"
+    grid.catch_failures = False  # debugging: the participant's own exception, with its traceback
+    with pytest.raises(ValueError, match="cannot handle message kind 'nope'"):
         grid.send_and_receive({"a": Message("nope")}, round=0)
     with pytest.raises(KeyError, match="no participant 'z'"):
         grid.send_and_receive({"z": Message("double")}, round=0)

@@ -132,6 +132,10 @@ def test_ledger_bytes_equal_the_formula_exactly(tiny_dataset, variant, tail_cut)
         assert record.bytes == grid.ledger.total_bytes(round=record.epoch) == formula.split_bytes(3)
     payloads = {e.payload for e in grid.ledger.entries if e.bytes}
     assert payloads == {"activations", "gradients", "parameters"}
+    # labels are their own payload kind: B int64 per mini-batch unless the split is U-shaped (p s_y per epoch)
+    labels = grid.ledger.total_bytes(payload="labels")
+    assert labels == (0 if tail_cut else 2 * 100 * 8)
+    assert sum(grid.ledger.bytes_by_payload().values()) == grid.ledger.total_bytes()
 
 
 def test_formula_by_hand():

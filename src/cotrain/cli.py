@@ -123,8 +123,8 @@ def _apply_cli_overrides(cfg: Any, *, output_dir: Optional[Path], name: Optional
     return with_overrides(cfg, overrides) if overrides else cfg
 
 
-OutputDir = typer.Option(None, "--output-dir", "-o", help="Parent folder of the run folder (overrides [run] output_dir).")
-Seed = typer.Option(None, "--seed", "-s", help="Root seed (overrides [run] seed).")
+OutputDir = typer.Option(None, "--output-dir", "-o", help="Parent folder of the run folder (overrides run.output_dir).")
+Seed = typer.Option(None, "--seed", "-s", help="Root seed (overrides run.seed).")
 Quiet = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 
 
@@ -132,7 +132,7 @@ Quiet = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 def run(
     config: Path = typer.Argument(..., help="Experiment file (TOML); see examples/."),
     output_dir: Optional[Path] = OutputDir,
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="Run folder name (overrides [run] name)."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Run folder name (overrides run.name)."),
     seed: Optional[int] = Seed,
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any key: --set fedavg.rounds=1 (repeatable)."),
     quiet: bool = Quiet,
@@ -149,7 +149,7 @@ def run(
 @app.command()
 def audit(
     run_dir: Path = typer.Argument(..., help="A saved FedSGD run folder (holds config.toml)."),
-    rounds: Optional[list[int]] = typer.Option(None, "--round", help="Round to audit (repeatable; default: [audit] rounds)."),
+    rounds: Optional[list[int]] = typer.Option(None, "--round", help="Round to audit (repeatable; default: audit.rounds)."),
     attribute: Optional[str] = typer.Option(None, "--attribute", help="Private attribute to infer."),
     quiet: bool = Quiet,
 ) -> None:
@@ -205,6 +205,28 @@ def validate(
     console.print(f"[green]ok[/]: {config} is a valid {cfg.method.name} experiment")
 
 
+@app.command("list")
+def list_plugins() -> None:
+    """Every registered method, aggregation rule, attack, defence, model, partitioner and config section."""
+    from cotrain.aggregation import AGGREGATORS
+    from cotrain.behaviours import ATTACKS, DEFENCES
+    from cotrain.data.partition import PARTITIONERS
+    from cotrain.experiment.config import ExperimentConfig
+    from cotrain.experiment.method import METHODS
+    from cotrain.models.registry import MODELS
+    from cotrain.privacy import ACCOUNTANTS
+
+    table = Table(title="Registered extensions (docs/extending.md adds one)")
+    table.add_column("kind", style="cyan")
+    table.add_column("names", overflow="fold")
+    for kind, names in (("method", METHODS.names()), ("aggregation rule", AGGREGATORS.names()),
+                        ("attack", ATTACKS.names()), ("defence", DEFENCES.names()), ("model", MODELS.names()),
+                        ("partitioner", PARTITIONERS.names()), ("accountant", ACCOUNTANTS.names()),
+                        ("config section", list(ExperimentConfig.model_fields))):
+        table.add_row(kind, ", ".join(names))
+    console.print(table)
+
+
 @app.command()
 def datasets(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory (default: $COTRAIN_DATA, "
@@ -223,7 +245,9 @@ def datasets(
         where = str(info.path) if info.path is not None else ""
         if not info.found or not where:
             where = f"{where} ({info.how_to_get})" if where else info.how_to_get
-        table.add_row(info.name, "[green]yes[/]" if info.found else "[red]no[/]",
+        by_path = info.path is None and "path=" in info.how_to_get  # read from a path option: nothing to find
+        found = "[yellow]by path[/]" if by_path else "[green]yes[/]" if info.found else "[red]no[/]"
+        table.add_row(info.name, found,
                       f"{info.n_train:,}" if info.n_train is not None else "–",
                       f"{info.n_test:,}" if info.n_test is not None else "–", where, info.description)
     console.print(table)

@@ -97,6 +97,9 @@ def check_options(func: Callable[..., Any], options: dict[str, Any], what: str) 
     if unknown:
         raise OptionsError(f"{what}: unknown option(s) {', '.join(unknown)}; "
                            f"accepted: {', '.join(accepted) or 'none'}")
+    required = [n for n in accepted if params[n].default is inspect.Parameter.empty and n not in options]
+    if required:  # stated by the user, never defaulted silently (privacy parameters are such options)
+        raise OptionsError(f"{what}: missing required option(s) {', '.join(required)}")
 
 
 def import_all(package: Any) -> None:

@@ -24,13 +24,18 @@ history); the server builds one per run.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar
 
 import torch
 
 from cotrain.aggregation.records import Aggregate, Tensors, Upload
+from cotrain.errors import CotrainError
 from cotrain.registry import Registry, check_options, import_all
+
+
+class AggregationError(CotrainError, ValueError):
+    """A round's inputs do not fit the rule (too few uploads for its ``f``, no server upload for FLTrust)."""
 
 
 @dataclass(frozen=True)
@@ -43,12 +48,20 @@ class RoundContext:
             there is no common start, e.g. FedSGD).
         seed: a seed for this rule in this round (derived from the root seed by the server).
         groups: participant -> user group, when the server grouped the uploads.
+        server_upload: what the server itself would upload this round, trained from the same
+            start on its own root set with the participants' local settings (FLTrust); in the space
+            of the uploads (parameters, or a gradient), so the reference is subtracted from it as
+            from every upload. None when the server has no root set.
+        server_row: ``server_upload`` flattened like the rows :meth:`Aggregator.combine` sees
+            (filled in by :meth:`Aggregator.aggregate`; rules read this one).
     """
 
     round: int
     reference: Tensors | None = None
     seed: int = 0
     groups: Mapping[str, int] = field(default_factory=dict)
+    server_upload: Tensors | None = None
+    server_row: torch.Tensor | None = None
 
 
 @dataclass
@@ -67,6 +80,9 @@ class Aggregator(ABC):
 
     name: ClassVar[str] = ""
     on_updates: ClassVar[bool] = True
+    # True: the server must train on its root set and pass ``server_upload`` (FLTrust). Read it on
+    # the instance: a pre-aggregator (bucketing) sets it from the rule it wraps.
+    needs_server_upload: ClassVar[bool] = False
 
     @abstractmethod
     def combine(self, updates: torch.Tensor, weights: torch.Tensor, ids: list[str],
@@ -78,10 +94,11 @@ class Aggregator(ABC):
         return dict(getattr(self, "_options", {}))
 
     def __call__(self, uploads: Sequence[Upload], *, round: int = 1, reference: Tensors | None = None,
-                 seed: int = 0) -> Aggregate:
+                 seed: int = 0, server_upload: Tensors | None = None) -> Aggregate:
         return self.aggregate(uploads, RoundContext(round=round, reference=reference, seed=seed,
                                                      groups={u.participant: u.group for u in uploads
-                                                             if u.group is not None}))
+                                                             if u.group is not None},
+                                                     server_upload=server_upload))
 
     def aggregate(self, uploads: Sequence[Upload], context: RoundContext) -> Aggregate:
         """Flatten, (subtract the reference), :meth:`combine`, (add it back), unflatten."""
@@ -90,6 +107,10 @@ class Aggregator(ABC):
         reference = context.reference if self.on_updates else None
         matrix, layout = flatten([u.tensors for u in uploads], reference=reference)
         weights = torch.tensor([float(u.weight) for u in uploads], dtype=torch.float64)
+        if context.server_upload is not None:
+            check_uploads([uploads[0], Upload("server", context.server_upload)])
+            server, _ = flatten([uploads[0].tensors, context.server_upload], reference=reference)
+            context = replace(context, server_row=server[1])
         out = self.combine(matrix, weights, ids, context)
         tensors = unflatten(out.vector, layout, first=uploads[0].tensors, reference=reference)
         return Aggregate(tensors=tensors, weights=out.weights, scores=out.scores,

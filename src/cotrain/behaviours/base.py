@@ -62,6 +62,10 @@ class Behaviour:
         """What leaves the participant in answer to ``request`` (default: ``reply`` unchanged)."""
         return reply
 
+    def bind(self, participant: Participant) -> None:
+        """Called once with the participant this behaviour wraps, after it is built (default: ignored).
+        An attacker that simulates honest updates replays requests through its handler."""
+
 
 class BehavingParticipant(Participant):
     """``inner`` with reply hooks applied in order; everything else is the inner participant's."""
@@ -71,6 +75,8 @@ class BehavingParticipant(Participant):
         self.inner = inner
         self.behaviours = list(behaviours)
         self.context = context
+        for b in self.behaviours:
+            b.bind(inner)
 
     def handled_kinds(self) -> dict[str, str]:  # type: ignore[override]
         return self.inner.handled_kinds()

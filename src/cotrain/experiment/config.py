@@ -34,7 +34,31 @@ class _ConfigBase(Section):
         if k is not None and k > self.data.participants:  # type: ignore[attr-defined]
             raise ConfigError(f"fedavg.participants_per_round: must be <= data.participants "
                               f"({self.data.participants}) (got {k})", key="fedavg.participants_per_round")  # type: ignore[attr-defined]
+        _check_methods(self)
+        audit = getattr(self, "audit", None)
+        if audit is not None and audit.enabled:
+            if self.method.name != "fedavg":  # type: ignore[attr-defined]
+                raise ConfigError(f"audit.enabled: the gradient audit reads FedSGD uploads; the "
+                                  f"{self.method.name} method has none", key="audit.enabled")  # type: ignore[attr-defined]
+            late = [r for r in audit.rounds if r > self.fedavg.rounds]  # type: ignore[attr-defined]
+            if late:
+                raise ConfigError(f"audit.rounds: {late} after the last round ({self.fedavg.rounds}); "  # type: ignore[attr-defined]
+                                  "no upload would be audited", key="audit.rounds")
         return self
+
+
+def _check_methods(cfg: Any) -> None:
+    """A rule or behaviour that declares the methods it works with (``methods = (...)``) is refused
+    elsewhere, rather than silently doing nothing there."""
+    from cotrain.aggregation import AGGREGATORS
+    from cotrain.behaviours import ATTACKS, DEFENCES
+
+    method = cfg.method.name
+    for key, registry, name in (("aggregation.name", AGGREGATORS, cfg.aggregation.name),
+                                ("attack.name", ATTACKS, cfg.attack.name), ("defence.name", DEFENCES, cfg.defence.name)):
+        allowed = getattr(registry.get(name), "methods", None) if name else None
+        if allowed is not None and method not in allowed:
+            raise ConfigError(f"{key}: {name!r} works with the {', '.join(allowed)} method(s), not {method!r}", key=key)
 
 
 def _assemble() -> type[Section]:

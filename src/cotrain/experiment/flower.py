@@ -36,8 +36,14 @@ def config_job(*, serve: "Callable[[Grid, ExperimentConfig], ServerResult]",
                      participant_id=lambda d, i: participant_id(decode(d), i))
 
 
-def run_on_flower(cfg: "ExperimentConfig", job_ref: str, workdir: Path) -> tuple[list[dict[str, Any]], "Ledger", dict]:
-    """Run ``cfg`` with the job ``job_ref`` on ``cfg.run.runtime`` (simulation or deployment)."""
+def run_on_flower(cfg: "ExperimentConfig", job_ref: str,
+                  workdir: Path) -> tuple[list[dict[str, Any]], "Ledger", dict, dict[str, Any]]:
+    """Run ``cfg`` with the job ``job_ref`` on ``cfg.run.runtime`` (simulation or deployment);
+    returns the round records, the ledger, the final model and the job's JSON artefacts."""
+    import json
+
+    from cotrain.runtime.flower.apps import ARTIFACTS_FILE
+
     from cotrain.runtime.flower.launch import run_flower_deployment, run_flower_simulation
     from cotrain.runtime.job import load_job
 
@@ -47,4 +53,6 @@ def run_on_flower(cfg: "ExperimentConfig", job_ref: str, workdir: Path) -> tuple
     launch = run_flower_simulation if cfg.run.runtime == "flower-simulation" else run_flower_deployment
     history, ledger, state = launch(description, job=job_ref, num_participants=n, workdir=workdir,
                                     timeout_s=cfg.run.timeout_s)
-    return list(history), ledger, dict(state)
+    artifacts = workdir / "results" / ARTIFACTS_FILE
+    extra = json.loads(artifacts.read_text(encoding="utf-8")) if artifacts.exists() else {}
+    return list(history), ledger, dict(state), extra

@@ -115,16 +115,17 @@ class Method(ABC):
     flower_job: ClassVar[str | None] = None
     """``"module:attribute"`` of the method's :class:`~cotrain.runtime.job.FlowerJob`, if it runs on Flower."""
 
-    def run_on_flower(self, ctx: RunContext) -> "tuple[list[RoundJSON], Ledger, dict]":
-        """Run this method's Flower job on ``run.runtime``; each round is reported once it is back."""
+    def run_on_flower(self, ctx: RunContext) -> "tuple[list[RoundJSON], Ledger, dict, dict[str, Any]]":
+        """Run this method's Flower job on ``run.runtime``; each round is reported once it is back.
+        Returns the round records, the ledger, the final model and the job's JSON artefacts."""
         from cotrain.experiment.flower import run_on_flower
 
         if self.flower_job is None:
             raise NotImplementedError(f"the {self.name} method has no Flower job")
-        records, ledger, state = run_on_flower(self.cfg, self.flower_job, ctx.run_dir / "flower")
+        records, ledger, state, artifacts = run_on_flower(self.cfg, self.flower_job, ctx.run_dir / "flower")
         for r in records:
             ctx.on_round(r)
-        return records, ledger, state
+        return records, ledger, state, artifacts
 
 
 def _load_builtin() -> None:

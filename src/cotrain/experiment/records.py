@@ -26,6 +26,8 @@ class ExperimentRound:
         participants: who took part.
         participant_metrics: per participant, what it reported (loss, example count, ...).
         aggregation: the rule's record (weights, scores, excluded), when the round aggregated.
+        rejected: participant -> why its upload failed validation and was not aggregated.
+        failed: participant -> why it gave no reply (its handler raised, it timed out, its node died).
         extra: method-specific keys (``phase``, ``train_loss``, ...), written at the top level.
     """
 
@@ -38,6 +40,8 @@ class ExperimentRound:
     participants: list[str] = field(default_factory=list)
     participant_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     aggregation: dict[str, Any] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -53,4 +57,5 @@ def round_json(r: RoundRecord) -> dict[str, Any]:
     """A FedAvg round as the experiment's record."""
     return ExperimentRound(round=r.round, test_accuracy=r.test_accuracy, test_loss=r.test_loss, seconds=r.seconds,
                            bytes_up=r.bytes_up, bytes_down=r.bytes_down, participants=list(r.participants),
-                           participant_metrics=r.participant_metrics, aggregation=r.aggregation).to_json()
+                           participant_metrics=r.participant_metrics, aggregation=r.aggregation,
+                           rejected=r.rejected, failed=r.failed).to_json()

@@ -128,4 +128,6 @@ def round_rows(history: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"round": r.get("round"), "test_accuracy": r.get("test_accuracy"), "test_loss": r.get("test_loss"),
              "participants": len(r.get("participants", [])), "bytes_up": r.get("bytes_up"),
              "bytes_down": r.get("bytes_down"), "seconds": r.get("seconds"),
-             "excluded": ", ".join(r.get("aggregation", {}).get("excluded", [])) or "–"} for r in history]
+             "excluded": ", ".join(r.get("aggregation", {}).get("excluded", [])) or "–",
+             "rejected": "; ".join(f"{p}: {why}" for p, why in r.get("rejected", {}).items()) or "–",
+             "failed": "; ".join(f"{p}: {why}" for p, why in r.get("failed", {}).items()) or "–"} for r in history]

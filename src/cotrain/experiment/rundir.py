@@ -13,10 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from cotrain.errors import ConfigError
+
 
 def create_run_dir(output_dir: str | Path, name: str) -> Path:
     """Make ``output_dir/name``; if it exists, ``name-2``, ``name-3``, ... (never overwrites)."""
     base = Path(output_dir)
+    if base.exists() and not base.is_dir():
+        raise ConfigError(f"run.output_dir: {base} is a file, not a folder", key="run.output_dir")
     base.mkdir(parents=True, exist_ok=True)
     for i in range(1, 100_000):
         path = base / (name if i == 1 else f"{name}-{i}")

@@ -122,9 +122,7 @@ def build_summary(cfg: ExperimentConfig, method: Method, outcome: MethodOutcome,
     history, ledger = outcome.history, outcome.ledger
     last = history[-1] if history else {}
     accs = [r["test_accuracy"] for r in history if r.get("test_accuracy") is not None]
-    by_payload: dict[str, int] = {}
-    for e in ledger.entries:
-        by_payload[e.payload] = by_payload.get(e.payload, 0) + e.bytes
+    by_payload = ledger.bytes_by_payload()
     n_params = (sum(t.numel() for t in outcome.model_state.values() if t.is_floating_point())
                 if outcome.model_state else None)
     return {
@@ -132,21 +130,35 @@ def build_summary(cfg: ExperimentConfig, method: Method, outcome: MethodOutcome,
         "seed": cfg.run.seed, "dataset": method.dataset_name, "model": cfg.model.name,
         "model_parameters": n_params, "participants": method.num_participants, "rounds": len(history),
         "test_samples": method.test_samples,
+        "rejected_uploads": sum(len(r.get("rejected", {})) for r in history),
+        "failed_replies": sum(len(r.get("failed", {})) for r in history),
         "excluded_uploads": sum(len(r.get("aggregation", {}).get("excluded", [])) for r in history),
         "final_test_accuracy": last.get("test_accuracy"), "final_test_loss": last.get("test_loss"),
         "best_test_accuracy": max(accs) if accs else None,
         "bytes_up": ledger.total_bytes(direction="up"), "bytes_down": ledger.total_bytes(direction="down"),
         "bytes_total": ledger.total_bytes(), "bytes_by_payload": by_payload, "messages": len(ledger.entries),
-        "privacy_releases": len(ledger.privacy), "seconds": round(seconds, 3), "started": started,
+        "privacy_releases": len(ledger.privacy), **privacy_summary(cfg, ledger), "seconds": round(seconds, 3), "started": started,
         "cotrain_version": _version(), "torch_version": torch.__version__, "python": platform.python_version(),
         **outcome.summary,
     }
 
 
+def privacy_summary(cfg: ExperimentConfig, ledger: Ledger) -> dict[str, Any]:
+    """Epsilon per releasing party from the ledger's spends, by the configured accountant (nothing
+    when no noised release happened)."""
+    if not ledger.privacy:
+        return {}
+    from cotrain.privacy import epsilon_by_party
+
+    eps = epsilon_by_party(ledger, delta=cfg.privacy.delta, accountant=cfg.privacy.accountant)
+    return {"epsilon_by_party": eps, "epsilon_max": max(eps.values()), "delta": cfg.privacy.delta,
+            "accountant": cfg.privacy.accountant}
+
+
 def standard_sections(folder: RunFolder, method: Method, outcome: MethodOutcome,
                       summary: dict[str, Any]) -> list[Section]:
     """Summary, plots, per-round and per-participant tables (written as PNGs into the folder too)."""
-    shown = {k: v for k, v in summary.items() if k not in ("run_dir", "bytes_by_payload")}
+    shown = {k: v for k, v in summary.items() if k not in ("run_dir", "bytes_by_payload", "epsilon_by_party")}
     sections = [Section("Summary", key_value_html(shown))]
     if outcome.history:
         png = plot_accuracy(outcome.history, folder.plot("accuracy"))
@@ -172,7 +184,15 @@ def standard_sections(folder: RunFolder, method: Method, outcome: MethodOutcome,
                     f"{summary['excluded_uploads']} uploads excluded in all.")))
     sections.append(Section("Per round", table_html(round_rows(outcome.history))))
     if outcome.participant_rows:
-        sections.append(Section("Per participant", table_html(outcome.participant_rows)))
+        eps = summary.get("epsilon_by_party", {})
+        rows = [{**r, **({"epsilon": eps.get(r.get("participant"), "no claim")} if eps else {})}
+                for r in outcome.participant_rows]
+        sections.append(Section("Per participant", table_html(rows)))
+    if summary.get("epsilon_by_party"):
+        sections.append(Section("Privacy", key_value_html({
+            f"epsilon of {p}": round(e, 4) for p, e in sorted(summary["epsilon_by_party"].items())} | {
+            "delta": summary["delta"], "accountant": summary["accountant"],
+            "releases on the ledger": summary["privacy_releases"]})))
     return sections
 
 

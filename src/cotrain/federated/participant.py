@@ -12,7 +12,7 @@ from cotrain.federated.training import OptimizerSettings, batch_order, evaluate,
 from cotrain.models.blocks import BlockModel
 from cotrain.runtime.grid import Participant, handler
 from cotrain.runtime.message import Message, PayloadKind
-from cotrain.seeding import torch_generator
+from cotrain.seeding import derive_seed, torch_generator
 
 
 class FedAvgParticipant(Participant):
@@ -36,7 +36,14 @@ class FedAvgParticipant(Participant):
 
     @handler(TRAIN)
     def train(self, message: Message) -> Message:
+        # dropout and any other draw from torch's global generator: seeded per participant and round,
+        # so a model trains the same in whichever process (and after whichever other work) it runs
         instr = TrainInstruction.from_message(message)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, "dropout", self.participant_id, instr.round))
+            return self._train(instr)
+
+    def _train(self, instr: TrainInstruction) -> Message:
         load_model_state(self.model, instr.parameters)
         gen = torch_generator(self.seed, "batches", self.participant_id, instr.round)
         self.rounds_participated += 1
@@ -51,8 +58,14 @@ class FedAvgParticipant(Participant):
         return TrainResult(tensors=model_state(self.model), kind="parameters", num_examples=len(self.train_data),
                            batch_size=min(instr.batch_size, len(self.train_data)), train_loss=loss).to_message()
 
+    def gradient_batch(self, round: int, batch_size: int) -> torch.Tensor:
+        """Indices of the mini-batch a FedSGD upload of ``round`` is computed on (a function of the seed)."""
+        (idx,) = batch_order(len(self.train_data), batch_size, 1,
+                             torch_generator(self.seed, "batches", self.participant_id, round))
+        return idx
+
     def _gradient_upload(self, instr: TrainInstruction, gen: torch.Generator) -> TrainResult:
-        (idx,) = batch_order(len(self.train_data), instr.batch_size, 1, gen)
+        idx = self.gradient_batch(instr.round, instr.batch_size)
         self.model.train()
         self.model.zero_grad(set_to_none=True)
         loss = torch.nn.functional.cross_entropy(self.model(self.train_data.x[idx]), self.train_data.y[idx])

@@ -10,9 +10,11 @@ from typing import Callable
 import torch
 
 from cotrain.aggregation import Aggregate, Aggregator, Upload, build_aggregator
+from cotrain.errors import RunFailedError
 from cotrain.federated.records import TrainInstruction, TrainResult, load_model_state, model_state
+from cotrain.federated.validation import upload_problem
 from cotrain.models.blocks import BlockModel
-from cotrain.runtime.grid import Grid
+from cotrain.runtime.grid import Grid, Participant
 from cotrain.seeding import derive_seed, numpy_rng
 
 
@@ -23,6 +25,12 @@ class FedAvgSettings:
     ``participants_per_round`` (a count) takes precedence over ``fraction`` when both are set.
     ``upload="gradient"`` makes it FedSGD: each sampled participant uploads the gradient of one
     mini-batch and the server steps the global model with ``server_lr`` times their weighted mean.
+    ``max_examples`` caps the example count an upload may claim (its weight); ``max_update_norm``
+    bounds the L2 norm of an update (FedSGD: of the gradient). Uploads beyond them, or malformed
+    (see :mod:`cotrain.federated.validation`), are rejected, not aggregated. A participant that
+    fails (its handler raises, its node dies or times out) drops out of the round; a round with
+    fewer than ``min_participants`` usable uploads stops the run with a :class:`QuorumError`.
+    ``eval_every``: the server scores the global model every k rounds and after the last (NaN between).
     """
 
     rounds: int = 10
@@ -35,14 +43,30 @@ class FedAvgSettings:
     weight_decay: float = 0.0
     upload: str = "parameters"
     server_lr: float = 1.0
+    max_examples: int | None = None
+    max_update_norm: float | None = None
+    min_participants: int = 1
+    eval_every: int = 1
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         if not 0 < self.fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+        if self.eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1, got {self.eval_every}")
+        if self.min_participants < 1:
+            raise ValueError(f"min_participants must be >= 1, got {self.min_participants}")
         if self.upload not in ("parameters", "gradient"):
             raise ValueError(f"upload must be 'parameters' or 'gradient', got {self.upload!r}")
+
+
+class UploadsRejectedError(RunFailedError):
+    """No upload of a round could be aggregated."""
+
+
+class QuorumError(RunFailedError):
+    """Fewer usable uploads in a round than ``min_participants``."""
 
 
 @dataclass
@@ -58,6 +82,8 @@ class RoundRecord:
     bytes_down: int
     participant_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     aggregation: dict = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -81,7 +107,8 @@ def sample_participants(ids: list[str], settings: FedAvgSettings, *, seed: int, 
 def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed: int,
                evaluate: Evaluator | None = None,
                on_round: Callable[[RoundRecord], None] | None = None,
-               observers: list[Observer] | None = None, aggregator: Aggregator | None = None) -> list[RoundRecord]:
+               observers: list[Observer] | None = None, aggregator: Aggregator | None = None,
+               root: Participant | None = None) -> list[RoundRecord]:
     """Run ``settings.rounds`` rounds; ``model`` holds the global model and is updated in place.
 
     ``aggregator`` (default: ``build_aggregator("fedavg")``) combines each round's uploads, weighted
@@ -89,7 +116,9 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
     uploads); its per-participant weights, scores and exclusions go into the round record, and any
     noised release it makes (server-side DP) onto the ledger.
     ``observers`` see each round's uploads as the server received them (the curious server of the
-    gradient audit is one); they never see participants' data.
+    gradient audit is one); they never see participants' data. ``root`` is the server's own
+    participant on its clean root set (FLTrust): when the rule needs a server upload, the server
+    answers the round's instruction itself, off the grid (nothing crosses, nothing is on the ledger).
     """
     aggregator = aggregator if aggregator is not None else build_aggregator("fedavg")
     history: list[RoundRecord] = []
@@ -101,14 +130,39 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
                                  batch_size=settings.batch_size, lr=settings.lr, momentum=settings.momentum,
                                  weight_decay=settings.weight_decay, upload=settings.upload)
         message = instr.to_message()
-        replies = grid.send_and_receive({pid: message for pid in chosen}, round=rnd)
-        results = {pid: TrainResult.from_message(replies[pid]) for pid in sorted(replies)}
+        replies = grid.send_and_receive({pid: message for pid in chosen}, round=rnd, allow_failures=True)
+        failed = dict(grid.failures)
+        rejected = {}
+        for pid in sorted(replies):
+            problem = upload_problem(replies[pid], instr.parameters, upload=settings.upload,
+                                     max_examples=settings.max_examples, max_update_norm=settings.max_update_norm)
+            if problem is not None:
+                rejected[pid] = problem
+                grid.ledger.record_rejection(round=rnd, participant=pid, reason=problem)
+        usable = len(replies) - len(rejected)
+        if 0 < usable < settings.min_participants or (usable == 0 and failed and not rejected):
+            raise QuorumError(f"round {rnd}: {usable} usable upload(s) of {len(chosen)} asked for, fewer than "
+                              f"min_participants = {settings.min_participants} (failed: "
+                              f"{'; '.join(f'{p}: {r}' for p, r in failed.items()) or 'none'}; rejected: "
+                              f"{'; '.join(f'{p}: {r}' for p, r in rejected.items()) or 'none'})")
+        if len(rejected) == len(replies):
+            diverged = all("NaN or infinite" in r for r in rejected.values())
+            raise UploadsRejectedError(
+                f"round {rnd}: every upload was rejected ({'; '.join(f'{p}: {r}' for p, r in rejected.items())})"
+                + ("; training diverged: lower the learning rate" if diverged else "")
+                + f"; the global model of round {rnd - 1} is kept")
+        results = {pid: TrainResult.from_message(replies[pid]) for pid in sorted(replies) if pid not in rejected}
         for observe in observers or []:
             observe(rnd, results, model)
         reference = instr.parameters if settings.upload == "parameters" else None
         uploads = [Upload(pid, r.tensors, weight=r.num_examples) for pid, r in results.items()]
+        server_upload = None
+        if getattr(aggregator, "needs_server_upload", False):
+            if root is None:
+                raise ValueError(f"aggregator {aggregator.name!r} needs the server's own upload: give run_fedavg a root")
+            server_upload = TrainResult.from_message(root.handle(message.detached())).tensors
         outcome: Aggregate = aggregator(uploads, round=rnd, reference=reference,
-                                        seed=derive_seed(seed, "aggregation", rnd))
+                                        seed=derive_seed(seed, "aggregation", rnd), server_upload=server_upload)
         for spend in getattr(outcome, "spends", ()):  # server-side noise (DP-FedAvg) is a release too
             grid.ledger.record_privacy(spend)
         merged = outcome.tensors
@@ -118,7 +172,8 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
             with torch.no_grad():
                 for name, p in model.named_parameters():
                     p -= settings.server_lr * merged[name]
-        metrics = evaluate(model) if evaluate is not None else {}
+        scored = rnd % settings.eval_every == 0 or rnd == settings.rounds  # the last round is always scored
+        metrics = evaluate(model) if evaluate is not None and scored else {}
         record = RoundRecord(
             round=rnd, participants=chosen,
             test_accuracy=float(metrics.get("accuracy", float("nan"))),
@@ -129,6 +184,8 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
             participant_metrics={pid: {"num_examples": float(r.num_examples), "train_loss": r.train_loss, **r.metrics}
                                  for pid, r in results.items()},
             aggregation=outcome.to_json(),
+            rejected=rejected,
+            failed=failed,
         )
         history.append(record)
         if on_round is not None:

@@ -18,6 +18,13 @@ def _conv_block(c_in: int, c_out: int, norm: str, pool: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def positive_int(value: object, name: str) -> int:
+    """``value`` if it is an integer >= 1, else a one-line ``ValueError`` naming the option."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1 (got {value!r})")
+    return value
+
+
 def _image_shape(input_shape: tuple[int, ...], model: str) -> tuple[int, int, int]:
     if len(input_shape) != 3:
         raise ValueError(f"{model} expects (channels, height, width) inputs, got shape {input_shape}")
@@ -35,6 +42,7 @@ def small_cnn(input_shape: tuple[int, ...], num_classes: int, *, width: int = 32
     The flattened map learns several times faster (measured on MNIST: 0.95 vs 0.73 test accuracy
     after 300 SGD steps), so it is the default.
     """
+    positive_int(width, "width")
     c, h, w_in = _image_shape(input_shape, "small_cnn")
     if pool == "flatten":
         tail: list[nn.Module] = [nn.MaxPool2d(2), nn.Flatten()]
@@ -54,6 +62,7 @@ def small_cnn(input_shape: tuple[int, ...], num_classes: int, *, width: int = 32
 @register_model("audio_cnn")
 def audio_cnn(input_shape: tuple[int, ...], num_classes: int, *, width: int = 16, norm: str = "none") -> BlockModel:
     """A small CNN for log-mel spectrograms (1, mels, frames) of any size."""
+    positive_int(width, "width")
     c, _, _ = _image_shape(input_shape, "audio_cnn")
     last = nn.Sequential(nn.Conv2d(2 * width, 4 * width, 3, padding=1), norm_layer(norm, 4 * width), nn.ReLU(),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -88,6 +97,7 @@ def resnet(input_shape: tuple[int, ...], num_classes: int, *, width: int = 16, n
     f_{n+1} (8w, /2, then global average pool) -> head Linear(8w, classes). 64x64 inputs get one
     more downsampling in the stem.
     """
+    positive_int(width, "width")
     c, h, _ = _image_shape(input_shape, "resnet")
     stem_stride = 2 if h >= 64 else 1
     stem = nn.Sequential(nn.Conv2d(c, width, 3, stride=stem_stride, padding=1, bias=norm == "none"),
@@ -108,8 +118,10 @@ def resnet(input_shape: tuple[int, ...], num_classes: int, *, width: int = 16, n
 @register_model("mlp")
 def mlp(input_shape: tuple[int, ...], num_classes: int, *, hidden: tuple[int, ...] | list[int] = (256, 128)) -> BlockModel:
     """Fully connected blocks (Linear + ReLU); the first block flattens its input."""
-    if len(hidden) == 0:
-        raise ValueError("mlp needs at least one hidden layer")
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, (list, tuple)) or len(hidden) == 0:
+        raise ValueError(f"hidden must be a non-empty list of layer widths (got {hidden!r})")
+    for h in hidden:
+        positive_int(h, "hidden")
     d_in = int(math.prod(input_shape))
     blocks: list[nn.Module] = []
     for i, h in enumerate(hidden):

@@ -39,8 +39,8 @@ if TYPE_CHECKING:  # dp-accounting is imported when an account is computed, not 
     from cotrain.runtime.ledger import Ledger
 
 # PLD discretisation of the privacy loss: 1e-3 rather than dp-accounting's 1e-4 default. The
-# estimate stays pessimistic (an upper bound); it is about 10x faster, and on the tests' cases
-# epsilon moved by less than 1e-5 relative.
+# estimate stays pessimistic (an upper bound) and is much faster; the tests check it against the
+# 1e-4 answer (1e-4 relative) and the analytic Gaussian (1e-3 relative).
 PLD_DISCRETIZATION = 1e-3
 
 ACCOUNTANTS: Registry[Callable[[], "PrivacyAccountant"]] = Registry("accountant")
@@ -81,15 +81,24 @@ def dp_event(mechanism: str, noise_multiplier: float, *, sampling_rate: float = 
     return event if count == 1 else dpa.SelfComposedDpEvent(event, count)
 
 
-def spends_event(spends: Sequence[PrivacySpend]) -> "DpEvent":
-    """One event composing every spend (identical spends merged into a self-composition)."""
-    counts: dict[tuple[str, float, float], int] = {}
+SpendKey = tuple[str, float, float]  # (mechanism, noise multiplier, sampling rate)
+
+
+def spend_counts(spends: Sequence[PrivacySpend]) -> dict[SpendKey, int]:
+    """How many releases of each kind ``spends`` hold."""
+    counts: dict[SpendKey, int] = {}
     for s in spends:
         if not isinstance(s, PrivacySpend):
             raise PrivacyParameterError(f"epsilon_of: expected PrivacySpend records, got {type(s).__name__}")
         key = (s.mechanism, float(s.noise_multiplier), float(s.sampling_rate))
         counts[key] = counts.get(key, 0) + s.count
-    events = [dp_event(m, nm, sampling_rate=q, count=k) for (m, nm, q), k in counts.items()]
+    return counts
+
+
+def spends_event(spends: Sequence[PrivacySpend]) -> "DpEvent":
+    """One event composing every spend (identical spends merged into a self-composition), in a fixed
+    order of kinds, so the answer does not depend on the order the spends were recorded in."""
+    events = [dp_event(m, nm, sampling_rate=q, count=k) for (m, nm, q), k in sorted(spend_counts(spends).items())]
     return events[0] if len(events) == 1 else _dp_accounting().ComposedDpEvent(events)
 
 
@@ -131,5 +140,14 @@ def epsilon_by_party(ledger: "Ledger", *, delta: float, accountant: str = "pld")
     differential-privacy claim (which is not epsilon 0).
     """
     d = check.delta(delta)
+    ACCOUNTANTS.get(accountant)
     parties = sorted({s.party for s in ledger.privacy})
-    return {p: epsilon_of(ledger.spends_of(p), delta=d, accountant=accountant) for p in parties}
+    answers: dict[tuple, float] = {}  # parties with the same releases (same rounds taken part in) share one account
+    out = {}
+    for p in parties:
+        spends = ledger.spends_of(p)
+        key = tuple(sorted(spend_counts(spends).items()))
+        if key not in answers:
+            answers[key] = epsilon_of(spends, delta=d, accountant=accountant)
+        out[p] = answers[key]
+    return out

@@ -12,6 +12,7 @@ from typing import Callable, Mapping
 
 import torch
 
+from cotrain.errors import RunFailedError
 from cotrain.runtime.ledger import SERVER, Ledger
 from cotrain.runtime.message import Message
 
@@ -27,6 +28,8 @@ class Grid(ABC):
     """
 
     ledger: Ledger
+    failures: dict[str, str]
+    """After each :meth:`send_and_receive`: participant -> why it gave no reply (empty: all replied)."""
 
     @abstractmethod
     def participant_ids(self) -> list[str]:
@@ -34,12 +37,17 @@ class Grid(ABC):
 
     @abstractmethod
     def _deliver(self, messages: dict[str, Message], *, round: int) -> dict[str, Message]:
-        """Runtime-specific delivery: ``messages[pid]`` to ``pid``, their replies by id."""
+        """Runtime-specific delivery: ``messages[pid]`` to ``pid``, their replies by id. A participant
+        that fails (its handler raised, its node died, it timed out) is left out of the replies and
+        named with its reason in ``self._failed``."""
 
-    def send_and_receive(self, messages: Mapping[str, Message], *, round: int) -> dict[str, Message]:
+    def send_and_receive(self, messages: Mapping[str, Message], *, round: int,
+                         allow_failures: bool = False) -> dict[str, Message]:
         """Deliver ``messages[pid]`` to each participant ``pid``; return their replies by id (sorted).
 
-        Both directions are recorded on ``self.ledger``, down before delivery, up on receipt.
+        Both directions are recorded on ``self.ledger``, down before delivery, up on receipt. With
+        ``allow_failures`` a participant that gives no reply is left out (``self.failures`` says why,
+        and the ledger records it); otherwise that is a :class:`ParticipantFailedError`.
         """
         connected = set(self.participant_ids())
         ordered = {pid: messages[pid] for pid in sorted(messages)}
@@ -50,12 +58,26 @@ class Grid(ABC):
                 raise TypeError(f"message for {pid!r} is {type(message).__name__}, not a Message")
         for pid, message in ordered.items():
             self.ledger.record(message, sender=SERVER, receiver=pid, round=round)
+        self._failed: dict[str, str] = {}
         replies = self._deliver(ordered, round=round)
+        for pid in ordered:
+            if pid not in replies and pid not in self._failed:
+                self._failed[pid] = "no reply"
+        self.failures = dict(sorted(self._failed.items()))
+        for pid, why in self.failures.items():
+            self.ledger.record_failure(round=round, participant=pid, reason=why)
+        if self.failures and not allow_failures:
+            raise ParticipantFailedError(f"round {round}: " + "; ".join(f"{p} failed: {w}" for p, w in
+                                                                        self.failures.items()))
         out: dict[str, Message] = {}
         for pid in sorted(replies):
             self.ledger.record(replies[pid], sender=pid, receiver=SERVER, round=round)
             out[pid] = replies[pid]
         return out
+
+
+class ParticipantFailedError(RunFailedError):
+    """A participant gave no reply to a protocol that cannot go on without it."""
 
 
 def handler(kind: str) -> Callable[[Handler], Handler]:

@@ -19,10 +19,19 @@ class InProcessGrid(Grid):
     def __init__(self, participants: Mapping[str, Participant], *, ledger: Ledger | None = None) -> None:
         self._participants = dict(participants)
         self.ledger = ledger if ledger is not None else Ledger()
+        self.failures = {}
+        self.catch_failures = True  # False: a handler's exception propagates with its traceback (debugging)
 
     def participant_ids(self) -> list[str]:
         return sorted(self._participants)
 
     def _deliver(self, messages: dict[str, Message], *, round: int) -> dict[str, Message]:
-        return {pid: self._participants[pid].handle(message.detached()).detached()
-                for pid, message in messages.items()}
+        replies = {}
+        for pid, message in messages.items():
+            try:
+                replies[pid] = self._participants[pid].handle(message.detached()).detached()
+            except Exception as exc:  # the participant's own failure: the server records it, and may go on
+                if not self.catch_failures:
+                    raise
+                self._failed[pid] = f"{type(exc).__name__}: {exc}"
+        return replies

@@ -19,10 +19,12 @@ from cotrain.runtime.grid import Grid, Participant
 
 @dataclass
 class ServerResult:
-    """What a job's server side hands back: per-round records (JSON-ready) and the final model."""
+    """What a job's server side hands back: per-round records (JSON-ready), the final model, and
+    JSON artefacts of the job's own (e.g. what a curious server's observers found)."""
 
     history: list[dict[str, Any]]
     state_dict: dict[str, torch.Tensor] = field(default_factory=dict)
+    artifacts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,17 @@ class LedgerEntry:
     dtypes: tuple[str, ...]
     bytes: int
     value_bytes: int = 0
+    tensor_payloads: tuple[str, ...] = ()  # per tensor, when any differs from ``payload``
+    tensor_bytes: tuple[int, ...] = ()
+
+    def bytes_by_payload(self) -> dict[str, int]:
+        """Tensor bytes of this message by what they carry."""
+        if not self.tensor_payloads:
+            return {self.payload: self.bytes} if self.bytes or not self.tensor_names else {self.payload: 0}
+        out: dict[str, int] = {}
+        for kind, n in zip(self.tensor_payloads, self.tensor_bytes):
+            out[kind] = out.get(kind, 0) + n
+        return out
 
     @property
     def direction(self) -> str:
@@ -47,6 +58,8 @@ class LedgerEntry:
         d["tensor_names"] = list(self.tensor_names)
         d["shapes"] = [list(s) for s in self.shapes]
         d["dtypes"] = list(self.dtypes)
+        d["tensor_payloads"] = list(self.tensor_payloads)
+        d["tensor_bytes"] = list(self.tensor_bytes)
         return d
 
 
@@ -56,6 +69,8 @@ class Ledger:
 
     entries: list[LedgerEntry] = field(default_factory=list)
     privacy: list[PrivacySpend] = field(default_factory=list)
+    rejections: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
 
     def record(self, message: Message, *, sender: str, receiver: str, round: int) -> LedgerEntry:
         entry = LedgerEntry(
@@ -69,6 +84,7 @@ class Ledger:
             dtypes=tuple(str(t.dtype).replace("torch.", "") for t in message.tensors.values()),
             bytes=message.tensor_bytes,
             value_bytes=message.value_bytes,
+            **_per_tensor(message),
         )
         self.entries.append(entry)
         for spend in message.spends:  # a noised release is on the ledger with the message that carries it
@@ -76,6 +92,14 @@ class Ledger:
                 raise ValueError(f"message from {entry.sender!r} carries a privacy spend of {spend.party!r}")
             self.record_privacy(spend)
         return entry
+
+    def record_rejection(self, *, round: int, participant: str, reason: str) -> None:
+        """An upload the server received (it is on the ledger) but did not use, and why."""
+        self.rejections.append({"round": int(round), "participant": str(participant), "reason": str(reason)})
+
+    def record_failure(self, *, round: int, participant: str, reason: str) -> None:
+        """A participant that was sent a message and gave no reply (its message down is on the ledger)."""
+        self.failures.append({"round": int(round), "participant": str(participant), "reason": str(reason)})
 
     def record_privacy(self, spend: PrivacySpend) -> None:
         if not isinstance(spend, PrivacySpend):
@@ -85,8 +109,18 @@ class Ledger:
     # -- queries -------------------------------------------------------------------------
     def total_bytes(self, *, direction: str | None = None, round: int | None = None,
                     payload: str | None = None) -> int:
-        """Tensor bytes (the closed-form communication cost counts these)."""
-        return sum(e.bytes for e in self._select(direction, round, payload))
+        """Tensor bytes (the closed-form communication cost counts these), of one payload kind if given."""
+        if payload is None:
+            return sum(e.bytes for e in self._select(direction, round, None))
+        return sum(e.bytes_by_payload().get(payload, 0) for e in self._select(direction, round, None))
+
+    def bytes_by_payload(self) -> dict[str, int]:
+        """Tensor bytes of the whole run by what they carry."""
+        out: dict[str, int] = defaultdict(int)
+        for e in self.entries:
+            for kind, n in e.bytes_by_payload().items():
+                out[kind] += n
+        return dict(out)
 
     def total_value_bytes(self, *, direction: str | None = None, round: int | None = None) -> int:
         """Bytes of the messages' JSON values, kept apart from tensor bytes."""
@@ -105,7 +139,8 @@ class Ledger:
     def bytes_by_round_and_payload(self) -> dict[int, dict[str, int]]:
         out: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for e in self.entries:
-            out[e.round][e.payload] += e.bytes
+            for kind, n in e.bytes_by_payload().items():
+                out[e.round][kind] += n
         return {r: dict(v) for r, v in sorted(out.items())}
 
     def _select(self, direction: str | None, round: int | None, payload: str | None) -> Iterable[LedgerEntry]:
@@ -150,6 +185,10 @@ class Ledger:
                 f.write(json.dumps(e.to_json()) + "\n")
             for p in self.privacy:
                 f.write(json.dumps({"privacy": p.to_json()}) + "\n")
+            for r in self.rejections:
+                f.write(json.dumps({"rejected": r}) + "\n")
+            for r in self.failures:
+                f.write(json.dumps({"failed": r}) + "\n")
 
     @classmethod
     def read_jsonl(cls, path: str | Path) -> "Ledger":
@@ -160,10 +199,24 @@ class Ledger:
                 if "privacy" in d:
                     ledger.privacy.append(PrivacySpend.from_json(d["privacy"]))
                     continue
+                if "rejected" in d:
+                    ledger.rejections.append(dict(d["rejected"]))
+                    continue
+                if "failed" in d:
+                    ledger.failures.append(dict(d["failed"]))
+                    continue
                 ledger.entries.append(LedgerEntry(
                     round=d["round"], sender=d["sender"], receiver=d["receiver"], kind=d["kind"],
                     payload=d["payload"], tensor_names=tuple(d["tensor_names"]),
                     shapes=tuple(tuple(s) for s in d["shapes"]), dtypes=tuple(d["dtypes"]),
                     bytes=d["bytes"], value_bytes=d.get("value_bytes", 0),
+                    tensor_payloads=tuple(d.get("tensor_payloads", ())), tensor_bytes=tuple(d.get("tensor_bytes", ())),
                 ))
         return ledger
+
+
+def _per_tensor(message: Message) -> dict:
+    if not message.tensor_payloads:
+        return {}
+    return {"tensor_payloads": tuple(message.payload_of(n).value for n in message.tensors),
+            "tensor_bytes": tuple(t.numel() * t.element_size() for t in message.tensors.values())}

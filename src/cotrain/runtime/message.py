@@ -67,6 +67,8 @@ class Message:
         tensors: named tensors (e.g. parameter names of a model, or ``"activations"``).
         values: named JSON values: hyper-parameters, example counts, metrics.
         payload: what the tensors carry (``PayloadKind``); recorded on the ledger.
+        tensor_payloads: a different kind for some tensors (split learning's ``labels`` beside the
+            ``activations``), so the ledger counts each kind on its own.
         spends: the noised releases this message carries (recorded on the ledger with it).
     """
 
@@ -75,6 +77,7 @@ class Message:
     values: dict[str, Any] = field(default_factory=dict)
     payload: PayloadKind = PayloadKind.NONE
     spends: tuple[PrivacySpend, ...] = ()
+    tensor_payloads: dict[str, PayloadKind] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, str) or not self.kind:
@@ -86,6 +89,10 @@ class Message:
             raise TypeError(f"message values must be a dict, got {type(self.values).__name__}")
         check_json_value(self.values, f"message {self.kind!r} values")
         self.payload = PayloadKind(self.payload)
+        unknown = set(self.tensor_payloads) - set(self.tensors)
+        if unknown:
+            raise ValueError(f"tensor_payloads names tensors the message lacks: {sorted(unknown)}")
+        self.tensor_payloads = {k: PayloadKind(v) for k, v in self.tensor_payloads.items()}
         self.spends = tuple(self.spends)
         for s in self.spends:
             if not isinstance(s, PrivacySpend):
@@ -95,6 +102,10 @@ class Message:
     def tensor_bytes(self) -> int:
         """Bytes of tensor data (element size times element count, summed)."""
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+    def payload_of(self, name: str) -> PayloadKind:
+        """What tensor ``name`` carries."""
+        return self.tensor_payloads.get(name, self.payload)
 
     @property
     def value_bytes(self) -> int:
@@ -109,5 +120,6 @@ class Message:
             values=copy.deepcopy(self.values),
             payload=self.payload,
             spends=self.spends,
+            tensor_payloads=dict(self.tensor_payloads),
         )
 

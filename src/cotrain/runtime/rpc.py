@@ -63,6 +63,7 @@ class RpcGrid(Grid):
     def __init__(self, *, world_size: int, address: str = "127.0.0.1", port: int, ledger: Ledger | None = None,
                  timeout: float = 120.0) -> None:
         self.ledger = ledger if ledger is not None else Ledger()
+        self.failures: dict[str, str] = {}
         rpc.init_rpc(CENTRE, rank=0, world_size=world_size, rpc_backend_options=_options(address, port, timeout))
         self._ids = sorted(w.name for w in rpc._get_current_rpc_agent().get_worker_infos() if w.name != CENTRE)
         self._open = True

@@ -96,9 +96,11 @@ class SplitAgent(Participant):
         self._pending_idx = idx
         self.sent_indices.append(idx)
         tensors = {"activations": self._pending}
-        if not self.u_shaped:
+        kinds = {}
+        if not self.u_shaped:  # labels cross too, and the ledger counts them as what they are
             tensors["labels"] = self.train_data.y[idx]
-        return Message(FORWARD, tensors=tensors, payload=PayloadKind.ACTIVATIONS,
+            kinds["labels"] = PayloadKind.LABELS
+        return Message(FORWARD, tensors=tensors, payload=PayloadKind.ACTIVATIONS, tensor_payloads=kinds,
                        values={"seconds": time.perf_counter() - t0})
 
     @handler(HEAD)

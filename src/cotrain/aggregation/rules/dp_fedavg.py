@@ -20,9 +20,15 @@ uploads, which the server's sampling settings fix in advance (a fixed-size sampl
 The noise protects participants against whoever sees the global models (other participants, users
 of the model); it does not protect them against the server, which sees every upload before noise.
 With no clipping and no noise the rule is the unweighted mean of the uploads.
+
+Without a reference state (FedSGD) the uploads are taken to be gradients and clipped as sent. A
+protocol that uploads parameters without a reference (FADA's G/T/D today) would have its
+parameters themselves clipped: do not use this rule there.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 from typing import Sequence
 
@@ -48,6 +54,8 @@ class DPFedAvg(Aggregator):
             accountant treats it as Poisson sampling; the server's fixed-size sample without
             replacement is the usual approximation of it.
     """
+
+    methods: ClassVar[tuple[str, ...]] = ("fedavg", "split")  # needs a reference state to clip updates
 
     on_updates = True  # clipping is on updates w_k - w, not on parameters
 

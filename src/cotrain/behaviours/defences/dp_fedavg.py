@@ -29,9 +29,14 @@ sampling belongs to the server-side placement, which records a spend every round
 With noise on, the reply's data-dependent values that are not noised (``train_loss``,
 ``metrics``) are withheld (NaN / empty): they would void the claim. ``num_examples`` and
 ``batch_size`` are kept for the server's weighting and are not protected (treat them as public).
+
+Only FedAvg / FedSGD train replies (kind ``"train"``) are touched: evaluation replies and the
+messages of split learning and FADA pass unchanged, so they carry no spend and no claim.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import math
 
@@ -58,6 +63,8 @@ class DPClient(Behaviour):
 
     With ``noise_multiplier=0`` and ``clip_norm=None`` replies leave unchanged, bit for bit.
     """
+
+    methods: ClassVar[tuple[str, ...]] = ("fedavg",)  # acts on FedAvg / FedSGD train replies only
 
     def __init__(self, *, clip_norm: float | None, noise_multiplier: float, sampling_rate: float = 1.0) -> None:
         self.clip_norm, self.noise_multiplier = check.clip_and_noise(clip_norm, noise_multiplier, "dp_client")

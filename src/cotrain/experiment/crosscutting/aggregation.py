@@ -24,6 +24,9 @@ class AggregationSection(Section):
 
     name: str = "fedavg"
     options: dict[str, Any] = Field(default_factory=dict)
+    root_samples: int = Field(100, ge=1, description="the server's clean root set, for rules that need "
+                              "the server's own upload (FLTrust); taken from the held-out split, "
+                              "which is then scored without them")
 
     @model_validator(mode="after")
     def _known(self) -> "AggregationSection":
@@ -41,3 +44,32 @@ class AggregationSection(Section):
 def run_aggregator(cfg: "ExperimentConfig") -> Aggregator:
     """A fresh aggregator for one run (rules may keep state across its rounds)."""
     return build_aggregator(cfg.aggregation.name, **cfg.aggregation.options)
+
+
+def server_root(cfg: "ExperimentConfig", aggregator: Aggregator, data: Any) -> "tuple[Any, Any]":
+    """The server's root participant (FLTrust's clean root set) and the data it scores the model on.
+
+    Only for a rule that needs a server upload: ``root_samples`` drawn from the held-out split by the
+    root seed's ``"root-set"`` stream; the rest of that split scores the model, so no test sample is
+    also trained on. Otherwise ``(None, held-out split)``.
+    """
+    import numpy as np
+
+    from cotrain.federated import FedAvgParticipant
+    from cotrain.models import build_model
+    from cotrain.seeding import numpy_rng
+
+    test = data.splits.test
+    if not getattr(aggregator, "needs_server_upload", False):
+        return None, test
+    n = cfg.aggregation.root_samples
+    if n >= len(test):
+        raise ConfigError(f"aggregation.root_samples: {n} leaves no held-out sample to score the model "
+                          f"(the held-out split has {len(test)})", key="aggregation.root_samples")
+    order = numpy_rng(cfg.run.seed, "root-set").permutation(len(test))
+    root_data, rest = test.subset(np.sort(order[:n])), test.subset(np.sort(order[n:]))
+    train = data.splits.train
+    root = FedAvgParticipant("server-root", model_factory=lambda: build_model(
+        cfg.model.name, input_shape=train.input_shape, num_classes=train.num_classes, **cfg.model.options),
+        train_data=root_data, seed=cfg.run.seed)
+    return root, rest

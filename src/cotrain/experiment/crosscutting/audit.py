@@ -52,8 +52,10 @@ class AuditObserver:
         self.seed = seed
         self.rows: list[dict[str, Any]] = []
         self.points: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (features, attribute, is_rebuilt)
+        self.current_round = 0
 
     def __call__(self, round: int, results: dict[str, TrainResult], model: BlockModel) -> None:
+        self.current_round = round
         if round not in self.section.rounds:
             return
         settings = ReconstructionSettings(steps=self.section.steps, time_limit=self.section.time_limit_s, seed=self.seed)
@@ -141,6 +143,7 @@ def audit_observers(cfg: Any, participants: dict[str, Any], aux: ArrayDataset) -
         return []
     if cfg.fedavg.upload != "gradient":
         raise ValueError("audit: the gradient audit reads FedSGD uploads; set [fedavg] upload = \"gradient\"")
+    check_audit_targets(section, aux, n_participants=cfg.data.participants)
 
     def truth(pid: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         p = participants[pid]
@@ -148,6 +151,57 @@ def audit_observers(cfg: Any, participants: dict[str, Any], aux: ArrayDataset) -
         return p.train_data.x[idx], p.train_data.y[idx], {k: v[idx] for k, v in p.train_data.attributes.items()}
 
     return [AuditObserver(section, aux, truth, seed=int(cfg.run.seed))]
+
+
+def check_audit_targets(section: AuditSection, aux: ArrayDataset, *, n_participants: int) -> None:
+    """:class:`ConfigError` for an attribute the data lacks or a participant that does not exist."""
+    from cotrain.errors import ConfigError
+    from cotrain.experiment.setup import participant_id
+
+    if section.attribute is not None and section.attribute not in aux.attributes:
+        raise ConfigError(f"audit.attribute: the data set has no attribute {section.attribute!r}; it has: "
+                          f"{', '.join(sorted(aux.attributes)) or 'none'}", key="audit.attribute")
+    ids = {participant_id(i) for i in range(n_participants)}
+    unknown = sorted(set(section.participants) - ids)
+    if unknown:
+        raise ConfigError(f"audit.participants: no participant {', '.join(unknown)}; they are "
+                          f"{participant_id(0)} .. {participant_id(n_participants - 1)}", key="audit.participants")
+
+
+def replayed_audit_observers(cfg: Any, data: Any, aux: ArrayDataset) -> list[AuditObserver]:
+    """The observers of a FedSGD run whose participants live elsewhere (Flower): the experiment
+    rebuilds each participant's data and the seeded batch it uploaded, for scoring only."""
+    from cotrain.experiment.setup import build_fedavg_participant, participant_id
+
+    if not cfg.audit.enabled:
+        return []
+    index = {participant_id(i): i for i in range(len(data.parts))}
+
+    def truth(pid: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        p = build_fedavg_participant(cfg, index[pid], data)
+        idx = p.gradient_batch(observer.current_round, cfg.fedavg.batch_size)
+        d = p.train_data
+        return d.x[idx], d.y[idx], {k: v[idx] for k, v in d.attributes.items()}
+
+    observer = AuditObserver(cfg.audit, aux, truth, seed=int(cfg.run.seed))
+    return [observer]
+
+
+def observers_to_json(observers: list[AuditObserver]) -> dict[str, Any]:
+    """What the observers found, as JSON (a Flower server hands it back as an artefact)."""
+    return {"audit": [{"rows": o.rows, "points": [[a.tolist(), b.tolist(), c.tolist()] for a, b, c in o.points]}
+                      for o in observers]}
+
+
+def observers_from_json(cfg: Any, artifacts: dict[str, Any]) -> list[AuditObserver]:
+    """Observers holding what a remote server's observers found (for :func:`finish_audit`)."""
+    out = []
+    for d in artifacts.get("audit", []):
+        o = AuditObserver(cfg.audit, None, lambda pid: None, seed=int(cfg.run.seed))  # type: ignore[arg-type]
+        o.rows = list(d["rows"])
+        o.points = [(np.asarray(a), np.asarray(b), np.asarray(c, dtype=bool)) for a, b, c in d["points"]]
+        out.append(o)
+    return out
 
 
 def finish_audit(ctx: Any, observers: list[AuditObserver]) -> dict[str, Any]:

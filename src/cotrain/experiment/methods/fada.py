@@ -121,10 +121,17 @@ class FadaSetup:
     settings: FadaSettings
 
     def source_node(self, pid: str) -> Any:
+        """Source node ``pid`` with the run's attack and defences applied: the one place sources are built."""
+        from cotrain.behaviours import behave
+        from cotrain.experiment.setup import run_behaviours
         from cotrain.transfer import SourceNode
 
-        return SourceNode(pid, model=copy.deepcopy(self.model), discriminator=copy.deepcopy(self.discriminator),
-                          data=self.sources[pid], seed=self.cfg.run.seed)
+        spec = run_behaviours(self.cfg, len(self.sources))
+        chosen, context = spec.for_participant(pid, seed=self.cfg.run.seed, num_participants=len(self.sources))
+        return behave(lambda local: SourceNode(pid, model=copy.deepcopy(self.model),
+                                               discriminator=copy.deepcopy(self.discriminator), data=local,
+                                               seed=self.cfg.run.seed),
+                      self.sources[pid], chosen, context)
 
     def target_node(self) -> Any:
         from cotrain.transfer import TargetNode
@@ -266,7 +273,7 @@ class FederatedAdversarialDA(Method):
             history, ledger, state = [round_json(r, ids) for r in result.history], grid.ledger, \
                 model_state(self.setup.model)
         else:
-            history, ledger, state = self.run_on_flower(ctx)
+            history, ledger, state, _ = self.run_on_flower(ctx)
         summary: dict[str, Any] = {
             "topology": self.cfg.fada.topology, "target_dataset": self.cfg.fada.target_dataset,
             "aggregator": self.cfg.aggregation.name,

@@ -15,9 +15,9 @@ import numpy as np
 from pydantic import Field
 
 from cotrain.data.base import ArrayDataset
-from cotrain.errors import ConfigError
-from cotrain.experiment.crosscutting.aggregation import run_aggregator
-from cotrain.experiment.crosscutting.audit import audit_observers, finish_audit
+from cotrain.experiment.crosscutting.aggregation import run_aggregator, server_root
+from cotrain.experiment.crosscutting.audit import (audit_observers, finish_audit, observers_from_json,
+                                                  observers_to_json, replayed_audit_observers)
 from cotrain.experiment.method import Method, MethodOutcome, RunContext, RoundJSON, register_method
 from cotrain.experiment.prepare import check_model_options, prepare_data, require_runtime, server_data, under_key
 from cotrain.experiment.records import round_json
@@ -50,6 +50,10 @@ class FedAvgSection(Section):
     weight_decay: float = Field(_DEFAULTS.weight_decay, ge=0)
     upload: Literal["parameters", "gradient"] = _DEFAULTS.upload
     server_lr: float = Field(_DEFAULTS.server_lr, gt=0)
+    max_examples: int | None = Field(_DEFAULTS.max_examples, ge=1, description="cap on an upload's example count")
+    max_update_norm: float | None = Field(_DEFAULTS.max_update_norm, gt=0, description="reject larger updates")
+    min_participants: int = Field(_DEFAULTS.min_participants, ge=1, description="usable uploads a round needs")
+    eval_every: int = Field(_DEFAULTS.eval_every, ge=1, description="score the global model every k rounds")
 
     def settings(self) -> FedAvgSettings:
         return FedAvgSettings(**{f.name: getattr(self, f.name) for f in fields(FedAvgSettings)})
@@ -59,9 +63,12 @@ def serve_fedavg(grid: "Grid", cfg: "ExperimentConfig") -> ServerResult:
     """The FedAvg server of an experiment, on any grid: global model, rule, test-split evaluation."""
     data = prepare_data(cfg)
     model = build_global_model(cfg, data)
-    history = run_fedavg(grid, model, cfg.fedavg.settings(), seed=cfg.run.seed, aggregator=run_aggregator(cfg),
-                         evaluate=lambda m: evaluate(m, server_data(data)))
-    return ServerResult([round_json(r) for r in history], model_state(model))
+    observers = replayed_audit_observers(cfg, data, server_data(data))  # the curious server, where it runs
+    aggregator = run_aggregator(cfg)
+    root, scored = server_root(cfg, aggregator, data)
+    history = run_fedavg(grid, model, cfg.fedavg.settings(), seed=cfg.run.seed, aggregator=aggregator,
+                         evaluate=lambda m: evaluate(m, scored), observers=observers, root=root)
+    return ServerResult([round_json(r) for r in history], model_state(model), observers_to_json(observers))
 
 
 def fedavg_participant(cfg: "ExperimentConfig", index: int) -> "Participant":
@@ -87,12 +94,11 @@ class FedAvg(Method):
         check_model_options(cfg)
         self.model = under_key("model.options", lambda: build_global_model(cfg, self.data))
         self.behaviours = run_behaviours(cfg, len(self.data.parts))
+        self.aggregator = run_aggregator(cfg)
+        self.root, self.scored = server_root(cfg, self.aggregator, self.data)
         self.participants = ({participant_id(i): build_fedavg_participant(cfg, i, self.data, self.behaviours)
                               for i in range(len(self.data.parts))}
                              if cfg.run.runtime == "inprocess" else {})
-        if cfg.audit.enabled and cfg.run.runtime != "inprocess":
-            raise ConfigError("audit.enabled: the gradient audit runs on the in-process runtime "
-                              "(set run.runtime = \"inprocess\")", key="audit.enabled")
         # the curious server's observers: built now, so a FedAvg (not FedSGD) run with an audit fails early
         self.observers = under_key("audit.enabled", lambda: audit_observers(cfg, self.participants, self.data.splits.test))
 
@@ -100,11 +106,15 @@ class FedAvg(Method):
     def total_rounds(self) -> int:
         return self.cfg.fedavg.rounds
 
+    @property
+    def test_samples(self) -> int:
+        return len(self.scored)
+
     def partition_view(self) -> tuple[ArrayDataset, list[np.ndarray]]:
         return self.data.splits.train, self.data.parts
 
     def _evaluate(self, model: Any) -> dict[str, float]:
-        return evaluate(model, self.data.splits.test)
+        return evaluate(model, self.scored)
 
     def run(self, ctx: RunContext) -> MethodOutcome:
         runtime = self.cfg.run.runtime
@@ -114,12 +124,13 @@ class FedAvg(Method):
             observers = self.observers
             history = run_fedavg(grid, self.model, self.settings, seed=self.cfg.run.seed, evaluate=self._evaluate,
                                  on_round=lambda r: ctx.on_round(round_json(r)), observers=observers,
-                                 aggregator=run_aggregator(self.cfg))
+                                 aggregator=self.aggregator, root=self.root)
             records = [round_json(r) for r in history]
             ledger, state = grid.ledger, model_state(self.model)
             audit_summary = finish_audit(ctx, observers)
         else:
-            records, ledger, state = self.run_on_flower(ctx)
+            records, ledger, state, artifacts = self.run_on_flower(ctx)
+            audit_summary = finish_audit(ctx, observers_from_json(self.cfg, artifacts))
         return MethodOutcome(history=records, ledger=ledger, model_state=state,
                              summary={"upload": self.cfg.fedavg.upload, "aggregator": self.cfg.aggregation.name,
                                       "malicious": list(self.behaviours.malicious), **audit_summary},

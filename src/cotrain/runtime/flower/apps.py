@@ -37,8 +37,8 @@ from cotrain.runtime.flower.records import (META_KEY, STATE_KEY, message_to_reco
 from cotrain.runtime.job import FlowerJob, ServerResult, load_job
 
 STATE_META_KEY = STATE_KEY + ".meta"
-HISTORY_FILE, LEDGER_FILE, MODEL_FILE, DONE_FILE, ERROR_FILE = (
-    "history.json", "ledger.jsonl", "model.pt", "done.json", "error.txt")
+HISTORY_FILE, LEDGER_FILE, MODEL_FILE, DONE_FILE, ERROR_FILE, ARTIFACTS_FILE = (
+    "history.json", "ledger.jsonl", "model.pt", "done.json", "error.txt", "artifacts.json")
 
 
 def _description_and_job(context: Context) -> tuple[str, FlowerJob]:
@@ -92,6 +92,7 @@ def write_results(folder: Path, result: ServerResult, grid: FlowerMessageGrid) -
     (folder / HISTORY_FILE).write_text(json.dumps(result.history, allow_nan=True), encoding="utf-8")
     grid.ledger.write_jsonl(folder / LEDGER_FILE)
     torch.save(result.state_dict, folder / MODEL_FILE)
+    (folder / ARTIFACTS_FILE).write_text(json.dumps(result.artifacts, allow_nan=True), encoding="utf-8")
     nodes = {pid: grid.node_id(pid) for pid in grid.participant_ids()}
     (folder / DONE_FILE).write_text(json.dumps({"nodes": nodes}), encoding="utf-8")
 

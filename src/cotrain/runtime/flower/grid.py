@@ -54,6 +54,7 @@ class FlowerMessageGrid(Grid):
                  wait_s: float = 120.0, reply_timeout_s: float | None = 600.0, poll_s: float = 0.2) -> None:
         self._grid = grid
         self.ledger = ledger if ledger is not None else Ledger()
+        self.failures: dict[str, str] = {}
         self._reply_timeout_s = reply_timeout_s
         self._node_of = self._discover(expected, id_of, wait_s, poll_s)
 
@@ -77,11 +78,14 @@ class FlowerMessageGrid(Grid):
             node_of[pid] = node
         return node_of
 
-    def _exchange(self, messages: list[FlowerMessage], *, what: str) -> dict[int, FlowerMessage]:
-        """Send, wait for every reply, fail loudly on errors or missing replies; replies by node id."""
+    def _exchange(self, messages: list[FlowerMessage], *, what: str, strict: bool = True) -> dict[int, FlowerMessage]:
+        """Send and wait for the replies, by node id; ``strict``: fail loudly on errors or missing replies
+        (the handshake), else hand them back for the grid to record as failures."""
         wanted = {m.metadata.dst_node_id for m in messages}
         replies = {r.metadata.src_node_id: r for r in
                    self._grid.send_and_receive(messages, timeout=self._reply_timeout_s)}
+        if not strict:
+            return replies
         for node, reply in sorted(replies.items()):
             if reply.has_error():
                 raise FlowerRuntimeError(f"node {node} failed on {what!r}: {reply.error.reason}")
@@ -104,10 +108,16 @@ class FlowerMessageGrid(Grid):
             out.append(FlowerMessage(message_to_record_dict(message), self._node_of[pid],
                                      flower_message_type(message.kind), group_id=str(round)))
         kinds = sorted({m.kind for m in messages.values()})
-        replies = self._exchange(out, what=",".join(kinds))
+        replies = self._exchange(out, what=",".join(kinds), strict=False)
         pid_of = {node: pid for pid, node in self._node_of.items()}
         received: dict[str, Message] = {}
         for node in sorted(replies, key=lambda n: pid_of[n]):
             pid = pid_of[node]
+            if replies[node].has_error():
+                self._failed[pid] = f"node {node} failed: {replies[node].error.reason}"
+                continue
             received[pid] = record_dict_to_message(replies[node].content)
+        for pid in messages:
+            if pid not in received and pid not in self._failed:
+                self._failed[pid] = f"no reply from node {self._node_of[pid]} within {self._reply_timeout_s} s"
         return received

@@ -81,6 +81,7 @@ def message_to_record_dict(message: Message) -> RecordDict:
         "values": json.dumps(message.values, allow_nan=True),
         "dtypes": json.dumps(dtypes),
         "spends": json.dumps([sp.to_json() for sp in message.spends]),
+        "tensor_payloads": json.dumps({k: v.value for k, v in message.tensor_payloads.items()}),
     })
     return RecordDict({TENSORS_KEY: arrays, META_KEY: meta})
 
@@ -97,6 +98,7 @@ def record_dict_to_message(content: RecordDict) -> Message:
         values=json.loads(str(meta["values"])),
         payload=PayloadKind(str(meta["payload"])),
         spends=tuple(PrivacySpend.from_json(d) for d in json.loads(str(meta.get("spends", "[]")))),
+        tensor_payloads={k: PayloadKind(v) for k, v in json.loads(str(meta.get("tensor_payloads", "{}"))).items()},
     )
 
 
