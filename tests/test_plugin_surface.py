@@ -260,6 +260,7 @@ def test_bad_uploads_are_rejected_with_a_reason_and_the_round_goes_on(tiny_datas
 
 def test_a_participant_that_raises_drops_out_and_the_quorum_is_enforced(tiny_dataset):
     # Prepare: p2's handler raises in round 2 only
+    from cotrain.federated.records import TrainInstruction
     from cotrain.federated.server import QuorumError
     from cotrain.runtime.grid import ParticipantFailedError
 
@@ -287,7 +288,5 @@ def test_a_participant_that_raises_drops_out_and_the_quorum_is_enforced(tiny_dat
                                                                min_participants=3), seed=4)
     # protocols that cannot go on without a reply get a one-line error, not a KeyError later
     with pytest.raises(ParticipantFailedError, match="round 2: p2 failed: RuntimeError: disk full"):
-        InProcessGrid(parts).send_and_receive({"p2": __import__("cotrain.federated.records", fromlist=["x"])
-                                               .TrainInstruction(parameters=model.state_dict(), round=2,
-                                                                 local_steps=1, batch_size=8, lr=0.1).to_message()},
-                                              round=2)
+        instruction = TrainInstruction(parameters=model.state_dict(), round=2, local_steps=1, batch_size=8, lr=0.1)
+        InProcessGrid(parts).send_and_receive({"p2": instruction.to_message()}, round=2)

@@ -128,22 +128,22 @@ DEFENCES: Registry[type[Behaviour]] = Registry("defence", loader=_load_defences)
 B = TypeVar("B", bound=type[Behaviour])
 
 
-def register_attack(name: str) -> Callable[[B], B]:
-    def add(cls: B) -> B:
-        cls.name, cls.role = name, "attack"
-        ATTACKS.add(name, cls)
-        return cls
+def _registrar(registry: Registry[type[Behaviour]], role: str) -> Callable[[str], Callable[[B], B]]:
+    def register(name: str) -> Callable[[B], B]:
+        def add(cls: B) -> B:
+            cls.name, cls.role = name, role
+            registry.add(name, cls)
+            return cls
 
-    return add
+        return add
+
+    return register
 
 
-def register_defence(name: str) -> Callable[[B], B]:
-    def add(cls: B) -> B:
-        cls.name, cls.role = name, "defence"
-        DEFENCES.add(name, cls)
-        return cls
-
-    return add
+register_attack = _registrar(ATTACKS, "attack")
+"""Class decorator: ``@register_attack("sign_flip")``."""
+register_defence = _registrar(DEFENCES, "defence")
+"""Class decorator: ``@register_defence("dp_client")``."""
 
 
 def _build(registry: Registry[type[Behaviour]], name: str, options: Mapping[str, Any]) -> Behaviour:

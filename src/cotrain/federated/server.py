@@ -163,7 +163,7 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
             server_upload = TrainResult.from_message(root.handle(message.detached())).tensors
         outcome: Aggregate = aggregator(uploads, round=rnd, reference=reference,
                                         seed=derive_seed(seed, "aggregation", rnd), server_upload=server_upload)
-        for spend in getattr(outcome, "spends", ()):  # server-side noise (DP-FedAvg) is a release too
+        for spend in outcome.spends:  # server-side noise (DP-FedAvg) is a release too
             grid.ledger.record_privacy(spend)
         merged = outcome.tensors
         if settings.upload == "parameters":

@@ -156,7 +156,7 @@ def _round(grid: Grid, pids: list[str], centres: dict[str, CentreSide], agent_si
         return weights
     uploads = [Upload(pid, dict(ends[pid].tensors), weight=weights[pid]) for pid in pids]
     outcome = aggregator(uploads, round=epoch, reference=dict(begin.tensors), seed=derive_seed(seed, "aggregation", epoch))
-    for spend in getattr(outcome, "spends", ()):
+    for spend in outcome.spends:
         grid.ledger.record_privacy(spend)
     book.aggregation = outcome.to_json()
     agent_side.load_state_dict(outcome.tensors, strict=True)

@@ -142,7 +142,7 @@ class _Server:
         uploads = [Upload(p, unpack(replies[p].tensors, prefix), weight=float(replies[p].values["num_examples"]))
                    for p in self.sources]
         out = self.aggregator(uploads, round=self.round, seed=derive_seed(self.seed, "aggregation", prefix, self.round))
-        for spend in getattr(out, "spends", ()):
+        for spend in out.spends:
             self.grid.ledger.record_privacy(spend)
         self.last[prefix] = out.to_json()
         return out.tensors
