@@ -4,7 +4,10 @@ Headline grid (issue 12): MNIST, Dirichlet(0.5) label skew, 20 participants, 30 
 (chosen from the root seed), every attack (and ``none``) x every rule; extra seeds for the
 patent's method (``credit_groups``) and the best baseline. Each run goes through
 ``cotrain.experiment.run_experiment`` (the user's path: ``[aggregation]``, ``[attack]``); runs are
-spread over worker processes (one torch thread each, niced).
+spread over worker processes (one torch thread each, niced). A clean FedAvg probe run first
+measures the median honest update norm per round; its median is the clipping radius of
+``dp_fedavg`` (clipping only, no noise: the robustness baseline) and ``centered_clipping``'s tau,
+recorded as ``settings.clip_radius`` and ``probe``.
 
     python benchmarks/robust_aggregation.py --data-dir ../shared/data \\
         --json benchmarks/results/robust_aggregation.json
@@ -58,12 +61,42 @@ ESTIMATING = {"alie", "ipm", "min_max", "adaptive"}
 BACKDOOR = {"target": 0, "fraction": 0.5, "patch": 3, "value": 1.0}
 
 
-def rule_options(rule: str, num_malicious: int) -> dict[str, Any]:
-    """Options a rule is told: the number of malicious participants where it takes one (Krum's f)."""
+def rule_options(rule: str, num_malicious: int, clip: float) -> dict[str, Any]:
+    """Options a rule is told: the number of malicious participants where it takes one (Krum's f);
+    the clipping radius of DP-FedAvg's clipping (no noise: a robustness baseline) and of centered
+    clipping, both set to ``clip``, the median honest update norm the probe measured."""
     from cotrain.aggregation import AGGREGATORS
 
     params = inspect.signature(AGGREGATORS.get(rule).__init__).parameters
-    return {k: num_malicious for k in ("f", "num_byzantine", "byzantine") if k in params}
+    options: dict[str, Any] = {k: num_malicious for k in ("f", "num_byzantine", "byzantine") if k in params}
+    if rule == "dp_fedavg":
+        options.update(clip_norm=clip, noise_multiplier=0.0)
+    if rule == "centered_clipping":
+        options["tau"] = clip
+    return options
+
+
+def probe_update_norms(settings: dict[str, Any], output_dir: str) -> list[float]:
+    """Per round, the median L2 norm of the honest updates of a clean FedAvg run (the clip radii)."""
+    from cotrain.aggregation.base import register_aggregator
+    from cotrain.aggregation.rules.fedavg import FedAvg
+
+    medians: list[float] = []
+
+    @register_aggregator("_norm_probe")
+    class NormProbe(FedAvg):  # FedAvg that also measures the update norms it averages
+        on_updates = True
+
+        def combine(self, updates, weights, ids, context):  # type: ignore[no-untyped-def]
+            medians.append(float(updates.norm(dim=1).median()))
+            return super().combine(updates, weights, ids, context)
+
+    job = {"rule": "_norm_probe", "rule_options": {}, "attack_row": "none", "attack": None, "attack_options": {},
+           "seed": 0, "settings": settings, "output_dir": output_dir}
+    row = run_one(job)
+    if "error" in row:
+        raise SystemExit(f"the norm probe failed: {row['error']}")
+    return [round(m, 4) for m in medians]
 
 
 def make_config(job: dict[str, Any]) -> Any:
@@ -153,6 +186,12 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def torch_threads_one() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def worker_init() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
@@ -209,7 +248,8 @@ def markdown(payload: dict[str, Any]) -> str:
 def jobs_for(rules: list[str], attacks: list[tuple[str, str | None, dict]], seeds: list[int],
              settings: dict[str, Any], output_dir: str) -> list[dict[str, Any]]:
     num_malicious = int(round(settings["malicious_fraction"] * settings["participants"]))
-    return [{"rule": rule, "rule_options": rule_options(rule, num_malicious), "attack_row": row, "attack": attack,
+    clip = settings["clip_radius"]
+    return [{"rule": rule, "rule_options": rule_options(rule, num_malicious, clip), "attack_row": row, "attack": attack,
              "attack_options": options, "seed": seed, "settings": settings, "output_dir": output_dir}
             for seed in seeds for rule in rules for row, attack, options in attacks]
 
@@ -265,10 +305,18 @@ def main() -> None:
                 "max_test_samples": args.max_test_samples, "honest_samples": args.honest_samples,
                 "workers": args.workers, "quick": args.quick, "backdoor": BACKDOOR}
     rows: list[dict[str, Any]] = []
+    probe: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as runs:
+        torch_threads_one()
+        norms = probe_update_norms(settings, runs)
+    probe["honest_update_norm_median_per_round"] = norms
+    settings["clip_radius"] = round(sorted(norms)[len(norms) // 2], 2)
+    log.info("median honest update norm per round %s: clip radius %s", norms, settings["clip_radius"])
     if args.append and args.json and Path(args.json).exists():
         old = json.loads(Path(args.json).read_text())
-        if {k: v for k, v in old["settings"].items() if k != "workers"} != {
-                k: v for k, v in settings.items() if k != "workers"}:
+        ignored = ("workers", "clip_radius")  # the radius only changes the clipping rules' options
+        if {k: v for k, v in old["settings"].items() if k not in ignored} != {
+                k: v for k, v in settings.items() if k not in ignored}:
             raise SystemExit(f"--append: {args.json} was written with other settings: {old['settings']}")
         done = {(r["rule"], r["attack"], json.dumps(r["attack_options"], sort_keys=True), r["seed"]) for r in old["rows"]}
         rows = [r for r in old["rows"] if "error" not in r]
@@ -278,7 +326,7 @@ def main() -> None:
 
     def save() -> None:
         write_json(args.json, {"settings": settings, "environment": environment(), "command": " ".join(sys.argv),
-                               "seconds": round(time.perf_counter() - t0, 1), "rows": sorted(
+                               "seconds": round(time.perf_counter() - t0, 1), "probe": probe, "rows": sorted(
                                    rows, key=lambda r: (r["rule"], r["attack"], str(r["attack_options"]), r["seed"])),
                                "worst_case": worst_case(rows)})
 
@@ -289,7 +337,7 @@ def main() -> None:
             wc = worst_case(rows)
             baselines = {r: v for r, v in wc.items() if not r.startswith("credit_groups") and v["worst_accuracy"]}
             best = max(baselines, key=lambda r: baselines[r]["worst_accuracy"]) if baselines else None
-            chosen = [r for r in rules if r == "credit_groups"] + ([best] if best else [])
+            chosen = [r for r in rules if r in ("credit_groups", "credit_groups_robust")] + ([best] if best else [])
             log.info("extra seeds %s for %s", extra, chosen)
             run_jobs(jobs_for(chosen, attacks, extra, settings, runs), args.workers, rows, save)
     save()
