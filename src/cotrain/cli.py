@@ -77,21 +77,28 @@ def result_table(summary: dict[str, Any]) -> Table:
     return table
 
 
-_STANDARD_KEYS = {"name", "run_dir", "method", "runtime", "seed", "dataset", "model", "model_parameters",
+_STANDARD_KEYS = {"status", "resumed_after_rounds", "name", "run_dir", "method", "runtime", "seed", "dataset", "model", "model_parameters",
                   "participants", "rounds", "final_test_accuracy", "final_test_loss", "best_test_accuracy",
                   "bytes_up", "bytes_down", "bytes_total", "bytes_by_payload", "messages", "privacy_releases",
                   "seconds", "started", "cotrain_version", "torch_version", "python"}
 
 
-def _run_with_progress(cfg: Any, *, quiet: bool = False) -> dict[str, Any]:
-    """Prepare (a transient spinner; input errors surface here), then train under a progress bar."""
+def _run_with_progress(cfg: Any, *, quiet: bool = False, resume: Optional[Path] = None) -> dict[str, Any]:
+    """Prepare (a transient spinner; input errors surface here), then train under a progress bar
+    (in a new run folder, or in ``resume``'s from its checkpoint)."""
     import time
 
-    from cotrain.experiment import prepare, run_prepared
+    from cotrain.experiment import prepare, resume_prepared, run_prepared
 
     t0 = time.perf_counter()
+
+    def go(method: Any, progress: Any = None) -> Any:
+        if resume is not None:
+            return resume_prepared(method, resume, progress=progress, t0=t0)
+        return run_prepared(method, progress=progress, t0=t0)
+
     if quiet:
-        return run_prepared(prepare(cfg), t0=t0).summary
+        return go(prepare(cfg)).summary
     with console.status(f"preparing {cfg.data.dataset} data and {cfg.model.name} ..."):
         method = prepare(cfg)
     columns = (TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -105,7 +112,7 @@ def _run_with_progress(cfg: Any, *, quiet: bool = False) -> dict[str, Any]:
                 status = f"test acc {record['test_accuracy']:.3f}"
             bar.update(task, completed=done, total=total, status=status)
 
-        result = run_prepared(method, progress=update, t0=t0)
+        result = go(method, update)
     return result.summary
 
 
@@ -128,21 +135,44 @@ Seed = typer.Option(None, "--seed", "-s", help="Root seed (overrides run.seed)."
 Quiet = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 
 
+@contextmanager
+def interruptions() -> Iterator[None]:
+    """A run stopped by SIGINT / SIGTERM after a round: one line on how to resume; exit 130 / 143."""
+    from cotrain.experiment import RunInterrupted
+
+    try:
+        yield
+    except RunInterrupted as exc:
+        err_console.print(str(exc), style="yellow", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(code=143 if exc.signal == "SIGTERM" else 130) from None
+
+
 @app.command()
 def run(
-    config: Path = typer.Argument(..., help="Experiment file (TOML); see examples/."),
+    config: Optional[Path] = typer.Argument(None, help="Experiment file (TOML); see examples/."),
     output_dir: Optional[Path] = OutputDir,
     name: Optional[str] = typer.Option(None, "--name", "-n", help="Run folder name (overrides run.name)."),
     seed: Optional[int] = Seed,
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any key: --set fedavg.rounds=1 (repeatable)."),
     quiet: bool = Quiet,
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Go on with a stopped run from its last "
+                                          "checkpoint, in its folder, with its saved config."),
 ) -> None:
-    """Run the experiment described in CONFIG and write its run folder."""
-    from cotrain.experiment import load_config
+    """Run the experiment described in CONFIG and write its run folder (or resume a stopped run)."""
+    from cotrain.errors import ConfigError
+    from cotrain.experiment import load_config, resume_config
 
-    with input_errors():
-        cfg = _apply_cli_overrides(load_config(config), output_dir=output_dir, name=name, seed=seed, sets=set_)
-        summary = _run_with_progress(cfg, quiet=quiet)
+    with input_errors(), interruptions():
+        if resume is not None:
+            if config is not None or output_dir or name or seed is not None or set_:
+                raise ConfigError("resume: --resume takes the run folder alone (its saved config is used)",
+                                  key="resume")
+            summary = _run_with_progress(resume_config(resume), quiet=quiet, resume=resume)
+        else:
+            if config is None:
+                raise ConfigError("run: give an experiment file (CONFIG) or --resume RUN_DIR", key="config")
+            cfg = _apply_cli_overrides(load_config(config), output_dir=output_dir, name=name, seed=seed, sets=set_)
+            summary = _run_with_progress(cfg, quiet=quiet)
     show_result(summary)
 
 

@@ -93,6 +93,22 @@ class Aggregator(ABC):
         """The options this rule was built with (for the summary)."""
         return dict(getattr(self, "_options", {}))
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the rule keeps on ``self`` across rounds, for a checkpoint: every attribute holding
+        tensors or plain values (a wrapped rule's, recursively). A rule keeping other objects
+        across rounds overrides this and :meth:`load_state_dict`."""
+        return {k: v.state_dict() if isinstance(v, Aggregator) else v for k, v in vars(self).items()
+                if isinstance(v, Aggregator) or _plain(v)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` gave."""
+        for k, v in state.items():
+            current = getattr(self, k, None)
+            if isinstance(current, Aggregator):
+                current.load_state_dict(v)
+            else:
+                setattr(self, k, v)
+
     def __call__(self, uploads: Sequence[Upload], *, round: int = 1, reference: Tensors | None = None,
                  seed: int = 0, server_upload: Tensors | None = None) -> Aggregate:
         return self.aggregate(uploads, RoundContext(round=round, reference=reference, seed=seed,
@@ -115,6 +131,17 @@ class Aggregator(ABC):
         tensors = unflatten(out.vector, layout, first=uploads[0].tensors, reference=reference)
         return Aggregate(tensors=tensors, weights=out.weights, scores=out.scores,
                          excluded=sorted(out.excluded), info=out.info)
+
+
+def _plain(value: Any) -> bool:
+    """A tensor, a number, a string, None, or a list / tuple / dict of them."""
+    if value is None or isinstance(value, (torch.Tensor, bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
 
 
 # -- flattening ------------------------------------------------------------------------------

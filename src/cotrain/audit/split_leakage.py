@@ -40,6 +40,14 @@ class ActivationRecorder:
         self.received.setdefault(agent_id, []).append(activations.detach().clone())
         self.count += len(activations)
 
+    def state_dict(self) -> dict:
+        """What was received so far (for a run's checkpoint)."""
+        return {"received": {k: list(v) for k, v in self.received.items()}, "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.received = {k: list(v) for k, v in state["received"].items()}
+        self.count = int(state["count"])
+
     def stacked(self, agent_id: str) -> torch.Tensor:
         """(N, *cut_shape): everything received from ``agent_id``."""
         return torch.cat(self.received[agent_id])

@@ -31,8 +31,10 @@ if TYPE_CHECKING:
     import torch
 
     from cotrain.data.base import ArrayDataset
+    from cotrain.experiment.checkpoint import RunCheckpoint
     from cotrain.experiment.config import ExperimentConfig
     from cotrain.experiment.report import Report
+    from cotrain.federated.checkpoint import RoundHook
     from cotrain.runtime.ledger import Ledger
 
 RoundJSON = dict[str, Any]
@@ -48,11 +50,23 @@ class RunContext:
         on_round: call with each finished round's record (``round``, ``test_accuracy``,
             ``test_loss``, ``seconds``, ``bytes_up``, ``bytes_down``, ``participants``,
             ``participant_metrics``); it is written to ``metrics.jsonl`` at once.
+        checkpoint: the run's checkpoint (None: the run keeps none); give the round loop
+            :meth:`round_hook`.
     """
 
     run_dir: Path
     report: "Report"
     on_round: Callable[[RoundJSON], None]
+    checkpoint: "RunCheckpoint | None" = None
+
+    def round_hook(self, *, ledger: "Ledger", participants: "dict[str, Any] | None" = None) -> "RoundHook":
+        """The hook to pass to the round loop (``checkpoint=``): it checkpoints the loop's state, the
+        in-process ``participants`` and the ``ledger`` after every round, and resumes them."""
+        from cotrain.federated.checkpoint import NO_CHECKPOINT
+
+        if self.checkpoint is None:
+            return NO_CHECKPOINT
+        return self.checkpoint.hook(ledger=ledger, participants=participants)
 
 
 @dataclass
@@ -96,6 +110,12 @@ class Method(ABC):
     def num_participants(self) -> int:
         """How many participants take part, for the summary."""
         return self.cfg.data.participants
+
+    @property
+    def resumable(self) -> bool:
+        """Whether this run checkpoints every round (its loop calls ``ctx.round_hook``) and can be
+        resumed; False (the default): a stopped run starts again."""
+        return False
 
     @property
     def test_samples(self) -> int | None:

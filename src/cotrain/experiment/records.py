@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from cotrain.errors import RunFailedError
 from cotrain.federated.server import RoundRecord
 
 
@@ -59,3 +60,19 @@ def round_json(r: RoundRecord) -> dict[str, Any]:
                            bytes_up=r.bytes_up, bytes_down=r.bytes_down, participants=list(r.participants),
                            participant_metrics=r.participant_metrics, aggregation=r.aggregation,
                            rejected=r.rejected, failed=r.failed).to_json()
+
+
+class DivergedError(RunFailedError):
+    """Training diverged: a loss the server measured is NaN or infinite."""
+
+
+def divergence(record: dict[str, Any]) -> str | None:
+    """Why round ``record`` diverged, or None: the server's test loss of a scored round (test
+    accuracy present) or its own training loss (split learning's centre) is NaN or infinite.
+    Losses participants report are not trusted for this: one participant could stop everyone."""
+    scored = isinstance(record.get("test_accuracy"), (int, float)) and math.isfinite(record["test_accuracy"])
+    for key, counts in (("test_loss", scored), ("train_loss", True)):
+        value = record.get(key)
+        if counts and isinstance(value, (int, float)) and not math.isfinite(value):
+            return f"{key.replace('_', ' ')} is {value}"
+    return None

@@ -2,16 +2,20 @@
 
 Files (see :class:`RunFolder` for their paths): the resolved ``config.toml``, ``metrics.jsonl``
 (one line a round, appended as rounds finish), ``ledger.jsonl`` (one line a message),
-``summary.json``, ``model.pt``, PNG plots and ``report.html``.
+``summary.json`` (``status``: ``running``, ``interrupted``, ``failed`` or ``complete``), ``model.pt``,
+PNG plots, ``report.html``, and while the run is not complete ``checkpoint.pt`` (the state after
+its last finished round, from which ``cotrain run --resume`` goes on).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from cotrain.errors import ConfigError
 
@@ -30,6 +34,16 @@ def create_run_dir(output_dir: str | Path, name: str) -> Path:
             continue
         return path
     raise RuntimeError(f"no free run folder name for {name!r} under {base}")
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` into a temporary file beside ``path``, flushed to disk, then renamed onto ``path``
+    (a reader sees the old file or the new one, never half of one)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _clean(value: Any) -> Any:
@@ -84,6 +98,11 @@ class RunFolder:
     def report(self) -> Path:
         return self.path / "report.html"
 
+    @property
+    def checkpoint(self) -> Path:
+        """The state after the last finished round (see :mod:`cotrain.experiment.checkpoint`)."""
+        return self.path / "checkpoint.pt"
+
     def plot(self, name: str) -> Path:
         """``<name>.png`` in the folder."""
         return self.path / f"{name}.png"
@@ -100,7 +119,45 @@ class RunFolder:
                 f.write(to_json_line(r) + "\n")
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        self.summary.write_text(json.dumps(_clean(summary), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        """Replace ``summary.json`` atomically (its ``status`` says whether the run is complete)."""
+        text = json.dumps(_clean(summary), indent=2, allow_nan=False) + "\n"
+        atomic_write(self.summary, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def read_summary(self) -> dict[str, Any]:
         return json.loads(self.summary.read_text(encoding="utf-8"))
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold ``.lock`` (this process's id) while writing the folder, so that no second process (a
+        ``--resume`` of a run still going) writes it at the same time; a stale lock is taken over."""
+        path = self.path / ".lock"
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                break
+            except FileExistsError:
+                holder = path.read_text(encoding="utf-8").strip()
+                if holder.isdigit() and _alive(int(holder)):
+                    raise ConfigError(f"run folder {self.path} is being written by process {holder} (if none is, "
+                                      f"delete {path})", key="run_dir") from None
+                path.unlink(missing_ok=True)
+        else:
+            raise ConfigError(f"run folder {self.path}: cannot take {path}", key="run_dir")
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

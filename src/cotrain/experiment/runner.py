@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,13 +16,18 @@ from typing import Any, Callable
 
 import torch
 
+from cotrain.experiment.checkpoint import RunCheckpoint, RunInterrupted
 from cotrain.experiment.config import ExperimentConfig, config_from_dict, save_config
 from cotrain.experiment.method import Method, MethodOutcome, RunContext, get_method
 from cotrain.data.plots import plot_partition
 from cotrain.experiment.plots import plot_accuracy, plot_bytes, plot_scores
 from cotrain.experiment.report import Report, Section, image_html, key_value_html, round_rows, table_html
-from cotrain.experiment.rundir import RunFolder, create_run_dir
+from cotrain.experiment.records import DivergedError, divergence
+from cotrain.experiment.rundir import RunFolder, atomic_write, create_run_dir
+from cotrain.experiment.stopping import stop_after_round_on_signals
 from cotrain.runtime.ledger import Ledger
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, "dict[str, Any] | None"], None]
 """``progress(rounds_done, rounds_total, record)``: called once with ``(0, total, None)`` when
@@ -63,57 +70,109 @@ def prepare(cfg: ExperimentConfig) -> Method:
     return get_method(cfg.method.name)(cfg)
 
 
-def run_experiment(cfg: ExperimentConfig, *, progress: Progress | None = None) -> RunResult:
+def run_experiment(cfg: ExperimentConfig, *, progress: Progress | None = None,
+                   stop_after_round: int | None = None) -> RunResult:
     """Run the experiment ``cfg`` describes and write its run folder (see :mod:`.rundir`).
 
     Everything that can be wrong with the input fails first (:func:`prepare`), before the run
-    folder is made.
+    folder is made. ``stop_after_round``: stop there as an interrupted run would (for tests; see
+    :func:`run_prepared`).
     """
     t0 = time.perf_counter()
-    return run_prepared(prepare(cfg), progress=progress, t0=t0)
+    return run_prepared(prepare(cfg), progress=progress, t0=t0, stop_after_round=stop_after_round)
 
 
-def run_prepared(method: Method, *, progress: Progress | None = None, t0: float | None = None) -> RunResult:
+def run_prepared(method: Method, *, progress: Progress | None = None, t0: float | None = None,
+                 stop_after_round: int | None = None) -> RunResult:
     """Run a method :func:`prepare` built and write its run folder. ``t0`` (a ``perf_counter``
-    reading) is when the run started, for ``summary["seconds"]``; default: now."""
+    reading) is when the run started, for ``summary["seconds"]``; default: now.
+
+    A resumable method (``method.resumable``) checkpoints every round; SIGINT / SIGTERM then stop it
+    after the current round (and so does ``stop_after_round``), raising :class:`RunInterrupted`,
+    and :func:`cotrain.experiment.resume.resume_experiment` goes on from there.
+    """
     t0 = time.perf_counter() if t0 is None else t0
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     cfg = method.cfg
     folder = RunFolder(create_run_dir(cfg.run.output_dir, cfg.run.name))
-    save_config(cfg, folder.config, header=f"resolved config of run {folder.path.name} (cotrain {_version()})\n"
-                                          "keys left out are unset (None)")
-    folder.metrics.write_text("", encoding="utf-8")
+    with folder.lock():
+        save_config(cfg, folder.config, header=f"resolved config of run {folder.path.name} (cotrain {_version()})\n"
+                                              "keys left out are unset (None)")
+        folder.metrics.write_text("", encoding="utf-8")
+        checkpoint = RunCheckpoint(folder, total_rounds=method.total_rounds, stop_after_round=stop_after_round)
+        checkpoint.extra = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "resumed_after": []}
+        return train(method, folder, checkpoint, progress=progress, t0=t0)
+
+
+def train(method: Method, folder: RunFolder, checkpoint: RunCheckpoint, *, progress: Progress | None = None,
+          t0: float) -> RunResult:
+    """Train ``method`` into ``folder`` (held locked by the caller) from where ``checkpoint`` stands;
+    write the run's files and mark it complete, or mark it interrupted / failed and raise."""
+    cfg = method.cfg
     report = Report(title=f"cotrain run: {folder.path.name}",
                     subtitle=f"{cfg.method.name} · {method.dataset_name} · {cfg.model.name} · "
                              f"{method.num_participants} participants · seed {cfg.run.seed} · {cfg.run.runtime}")
-    total, done = method.total_rounds, 0
+    total = method.total_rounds
 
     def on_round(record: dict[str, Any]) -> None:
-        nonlocal done
+        problem = divergence(record)
+        if problem is not None:
+            kept = (f"the checkpoint of round {checkpoint.rounds_saved} is kept" if method.resumable
+                    else "nothing is kept")
+            raise DivergedError(f"round {record.get('round')}: training diverged ({problem}); likely cause: a learning "
+                                f"rate too high for this model and data; lower it and run again ({kept})")
         folder.append_metrics(record)
-        done += 1
+        checkpoint.metrics_lines += 1
         if progress is not None:
-            progress(done, total, record)
+            progress(checkpoint.metrics_lines, total, record)
 
     if progress is not None:
-        progress(0, total, None)
+        progress(checkpoint.metrics_lines, total, None)
+    _mark(folder, method, checkpoint, "running")
     threads = torch.get_num_threads()
+    stopping = stop_after_round_on_signals(checkpoint) if method.resumable else nullcontext()
     try:
-        if cfg.run.threads is not None:
-            torch.set_num_threads(cfg.run.threads)
-        outcome = method.run(RunContext(run_dir=folder.path, report=report, on_round=on_round))
+        with stopping:
+            if cfg.run.threads is not None:
+                torch.set_num_threads(cfg.run.threads)
+            outcome = method.run(RunContext(run_dir=folder.path, report=report, on_round=on_round,
+                                            checkpoint=checkpoint if method.resumable else None))
+    except RunInterrupted as exc:
+        _mark(folder, method, checkpoint, "interrupted", reason=exc.signal)
+        log.info("%s", exc)
+        raise
+    except KeyboardInterrupt:
+        _mark(folder, method, checkpoint, "interrupted", reason="KeyboardInterrupt")
+        raise
+    except Exception as exc:
+        _mark(folder, method, checkpoint, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
     finally:
         torch.set_num_threads(threads)
-    seconds = time.perf_counter() - t0
-    outcome.ledger.write_jsonl(folder.ledger)
+    seconds = checkpoint.seconds_before + time.perf_counter() - t0
+    atomic_write(folder.ledger, outcome.ledger.write_jsonl)
     if outcome.model_state is not None and cfg.run.save_model:
-        torch.save(outcome.model_state, folder.model)
-    summary = build_summary(cfg, method, outcome, seconds=seconds, started=started, run_dir=folder.path)
-    folder.write_summary(summary)
+        atomic_write(folder.model, lambda tmp: torch.save(outcome.model_state, tmp))
+    summary = build_summary(cfg, method, outcome, seconds=seconds, started=checkpoint.extra["started"],
+                            run_dir=folder.path)
+    summary["status"] = "complete"
+    if checkpoint.extra["resumed_after"]:
+        summary["resumed_after_rounds"] = list(checkpoint.extra["resumed_after"])
     report.sections[:0] = standard_sections(folder, method, outcome, summary)
     report.write(folder.report)
+    folder.write_summary(summary)  # last: the folder is complete only once everything is written
+    folder.checkpoint.unlink(missing_ok=True)
     return RunResult(run_dir=folder.path, summary=summary, history=outcome.history, ledger=outcome.ledger,
                      report=report)
+
+
+def _mark(folder: RunFolder, method: Method, checkpoint: RunCheckpoint, status: str, **why: str) -> None:
+    """``summary.json`` of a run that is not complete: where it stands and whether it can resume."""
+    resumable = folder.checkpoint.exists()
+    folder.write_summary({
+        "name": folder.path.name, "run_dir": str(folder.path), "method": method.cfg.method.name, "status": status,
+        "rounds_done": checkpoint.rounds_saved, "rounds_total": method.total_rounds, **why,
+        "resumable": resumable, "started": checkpoint.extra.get("started"),
+        **({"resume": f"cotrain run --resume {folder.path}"} if resumable and status != "running" else {})})
 
 
 def build_summary(cfg: ExperimentConfig, method: Method, outcome: MethodOutcome, *, seconds: float,

@@ -11,6 +11,7 @@ import torch
 
 from cotrain.aggregation import Aggregate, Aggregator, Upload, build_aggregator
 from cotrain.errors import RunFailedError
+from cotrain.federated.checkpoint import NO_CHECKPOINT, RoundHook
 from cotrain.federated.records import TrainInstruction, TrainResult, load_model_state, model_state
 from cotrain.federated.validation import upload_problem
 from cotrain.models.blocks import BlockModel
@@ -108,7 +109,7 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
                evaluate: Evaluator | None = None,
                on_round: Callable[[RoundRecord], None] | None = None,
                observers: list[Observer] | None = None, aggregator: Aggregator | None = None,
-               root: Participant | None = None) -> list[RoundRecord]:
+               root: Participant | None = None, checkpoint: RoundHook = NO_CHECKPOINT) -> list[RoundRecord]:
     """Run ``settings.rounds`` rounds; ``model`` holds the global model and is updated in place.
 
     ``aggregator`` (default: ``build_aggregator("fedavg")``) combines each round's uploads, weighted
@@ -119,10 +120,13 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
     gradient audit is one); they never see participants' data. ``root`` is the server's own
     participant on its clean root set (FLTrust): when the rule needs a server upload, the server
     answers the round's instruction itself, off the grid (nothing crosses, nothing is on the ledger).
+    ``checkpoint`` is told each finished round's state, and gives it back to resume a stopped run.
     """
     aggregator = aggregator if aggregator is not None else build_aggregator("fedavg")
-    history: list[RoundRecord] = []
-    for rnd in range(1, settings.rounds + 1):
+    parts = {"model": model, "aggregator": aggregator, "observers": list(observers or []), "root": root}
+    saved = checkpoint.resume(parts)
+    history: list[RoundRecord] = [RoundRecord(**r) for r in saved["history"]] if saved else []
+    for rnd in range(len(history) + 1, settings.rounds + 1):
         t0 = time.perf_counter()
         up0, down0 = grid.ledger.total_bytes(direction="up"), grid.ledger.total_bytes(direction="down")
         chosen = sample_participants(grid.participant_ids(), settings, seed=seed, round=rnd)
@@ -190,4 +194,5 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
         history.append(record)
         if on_round is not None:
             on_round(record)
+        checkpoint.round_done(rnd, parts, lambda: {"history": [r.to_json() for r in history]})
     return history

@@ -10,7 +10,7 @@ AAAI 2022).
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -135,3 +135,14 @@ class SplitAgent(Participant):
         """Upload the side's weights (for the next agent, or for averaging)."""
         return Message(END, tensors=side_state(self.side), payload=PayloadKind.PARAMETERS,
                        values={"num_examples": len(self.train_data)})
+
+    def get_state(self) -> dict[str, torch.Tensor]:
+        """What outlives an epoch: the indices sent so far (the side's weights and optimiser are set
+        afresh by each ``begin``)."""
+        lengths = torch.tensor([len(i) for i in self.sent_indices], dtype=torch.long)
+        sent = torch.cat(self.sent_indices) if self.sent_indices else torch.zeros(0, dtype=torch.long)
+        return {"sent_indices": sent, "sent_lengths": lengths}
+
+    def set_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        if "sent_indices" in state:
+            self.sent_indices = list(torch.split(state["sent_indices"], state["sent_lengths"].tolist()))

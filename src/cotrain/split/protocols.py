@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 from cotrain.aggregation import Aggregator, Upload, build_aggregator, weighted_mean
+from cotrain.federated.checkpoint import NO_CHECKPOINT, RoundHook
 from cotrain.models.blocks import BlockModel
 from cotrain.runtime.grid import Grid
 from cotrain.runtime.message import Message, PayloadKind
@@ -75,13 +76,15 @@ class _Epoch:
 
 def run_split(grid: Grid, model: BlockModel, settings: SplitSettings, *, seed: int,
               evaluate: Evaluator | None = None, on_epoch: Callable[[EpochRecord], None] | None = None,
-              observers: list[Observer] | None = None, aggregator: Aggregator | None = None) -> list[EpochRecord]:
+              observers: list[Observer] | None = None, aggregator: Aggregator | None = None,
+              checkpoint: RoundHook = NO_CHECKPOINT) -> list[EpochRecord]:
     """Train for ``settings.epochs`` epochs; ledger round r is epoch r.
 
     The agents must have been built with the same architecture, ``cut`` and ``tail_cut``.
     ``aggregator`` (default ``build_aggregator("fedavg")``) combines the agents' uploaded agent sides
     in the parallel variants (reference: the agent side they started the round from); the centre
     keeps its own side. Sequential training relays one agent's weights to the next: nothing to aggregate.
+    ``checkpoint`` is told each finished epoch's state (the centre's optimiser moments among it).
     """
     aggregator = aggregator if aggregator is not None else build_aggregator("fedavg")
     agent_side, centre_module = split_model(model, settings.cut, settings.tail_cut)
@@ -90,8 +93,11 @@ def run_split(grid: Grid, model: BlockModel, settings: SplitSettings, *, seed: i
     ids = grid.participant_ids()
     if not ids:
         raise RuntimeError("no agents are connected")
-    history: list[EpochRecord] = []
-    for epoch in range(1, settings.epochs + 1):
+    parts = {"model": model, "aggregator": aggregator, "centre_optimizer": shared.optimizer,
+             "observers": list(observers or [])}
+    saved = checkpoint.resume(parts)
+    history: list[EpochRecord] = [EpochRecord(**r) for r in saved["history"]] if saved else []
+    for epoch in range(len(history) + 1, settings.epochs + 1):
         t0 = time.perf_counter()
         up0, down0 = grid.ledger.total_bytes(direction="up"), grid.ledger.total_bytes(direction="down")
         centre0 = shared.seconds
@@ -124,6 +130,7 @@ def run_split(grid: Grid, model: BlockModel, settings: SplitSettings, *, seed: i
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
+        checkpoint.round_done(epoch, parts, lambda: {"history": [r.to_json() for r in history]})
     return history
 
 

@@ -331,6 +331,20 @@ class TargetNode:
         self.has_own_encoder = True
         return {k: v.detach().clone() for k, v in self.model.blocks.state_dict().items()}
 
+    def get_state(self) -> dict[str, torch.Tensor]:
+        """The target's G, T, D, whether it has trained its own G, and optimiser moments (never sent)."""
+        return {**pack("G", self.model.blocks), **pack("T", self.model.head), **pack("D", self.discriminator),
+                "has_own_encoder": torch.tensor(self.has_own_encoder), **self._opt.state()}
+
+    def set_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Restore what :meth:`get_state` returned (empty: nothing to restore)."""
+        if state:
+            load(self.model.blocks, state, "G")
+            load(self.model.head, state, "T")
+            load(self.discriminator, state, "D")
+            self.has_own_encoder = bool(state["has_own_encoder"])
+            self._opt.load(state)
+
 
 class TargetParticipant(Participant):
     """The target node behind handlers, for the topology where a separate aggregator is the server."""
@@ -359,16 +373,7 @@ class TargetParticipant(Participant):
                        payload=PayloadKind.PARAMETERS, values={"num_examples": self.node.num_examples})
 
     def get_state(self) -> dict[str, torch.Tensor]:
-        """The target's G, T, D, whether it has trained its own G, and optimiser moments (never sent)."""
-        n = self.node
-        return {**pack("G", n.model.blocks), **pack("T", n.model.head), **pack("D", n.discriminator),
-                "has_own_encoder": torch.tensor(n.has_own_encoder), **n._opt.state()}
+        return self.node.get_state()
 
     def set_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        if state:
-            n = self.node
-            load(n.model.blocks, state, "G")
-            load(n.model.head, state, "T")
-            load(n.discriminator, state, "D")
-            n.has_own_encoder = bool(state["has_own_encoder"])
-            n._opt.load(state)
+        self.node.set_state(state)

@@ -38,6 +38,7 @@ from typing import Callable, Mapping
 import torch
 
 from cotrain.aggregation import Aggregator, Upload, build_aggregator, weighted_mean
+from cotrain.federated.checkpoint import NO_CHECKPOINT, RoundHook
 from cotrain.models.blocks import BlockModel
 from cotrain.runtime.grid import Grid
 from cotrain.runtime.message import Message, PayloadKind
@@ -174,7 +175,7 @@ def _message(kind: str, tensors: Tensors, phase: LocalPhase, round: int, exchang
 def run_fada(grid: Grid, model: BlockModel, discriminator: DomainDiscriminator, settings: FadaSettings, *,
              target: TargetNode | None = None, target_id: str = "target", evaluate: Evaluator | None = None,
              on_round: Callable[[FadaRound], None] | None = None, aggregator: Aggregator | None = None,
-             seed: int = 0) -> FadaResult:
+             seed: int = 0, checkpoint: RoundHook = NO_CHECKPOINT) -> FadaResult:
     """Run pretraining and ``settings.rounds`` adaptation rounds; ``model`` / ``discriminator`` hold
     the common initialisation on entry and the final aggregates (G, T; D_all) on return.
 
@@ -183,11 +184,30 @@ def run_fada(grid: Grid, model: BlockModel, discriminator: DomainDiscriminator, 
     scorer of the aggregate model (it holds ground truth; no node does). ``aggregator`` (default
     ``build_aggregator("fedavg")``) combines the sources' uploads of G, T and D; the target's own G
     and D are mixed in with :func:`weighted_mean` at ``target_weight`` / one half, whatever the rule.
+    ``checkpoint`` is told each finished round's state; the last pretraining round ends after the
+    aggregates are collected for the first step 3.
     """
     s = settings
     server = _Server(grid, s, target, target_id, aggregator if aggregator is not None else build_aggregator("fedavg"),
                      seed)
-    history: list[FadaRound] = []
+    d_server = None
+    if s.discriminator_server_lr is not None:
+        d_server = torch.optim.Adam(list(discriminator.parameters()), lr=s.discriminator_server_lr, betas=(0.5, 0.999))
+    parts = {"model": model, "discriminator": discriminator, "aggregator": server.aggregator,
+             "discriminator_server": d_server, "target": target}
+    saved = checkpoint.resume(parts)
+    history: list[FadaRound] = [FadaRound(**r) for r in saved["history"]] if saved else []
+    done = len(history)
+    if saved:
+        server.last = saved["last"]
+    d_state: Tensors | None = None
+    g_agg: Tensors | None = None
+    t_agg: Tensors | None = None
+    g_target: Tensors | None = None  # the target's own G, once it has one
+
+    def values() -> dict:
+        return {"history": [r.to_json() for r in history], "d_state": d_state, "g_agg": g_agg, "t_agg": t_agg,
+                "g_target": g_target, "last": server.last}
 
     def record(rnd: int, phase: str, t0: float, up0: int, down0: int, replies: Mapping[str, Message]) -> None:
         metrics = evaluate(model) if evaluate is not None else {}
@@ -202,7 +222,7 @@ def run_fada(grid: Grid, model: BlockModel, discriminator: DomainDiscriminator, 
     # Step 1: pretraining, FedAvg of (G, T) from one common initialisation.
     g_state, t_state = model.blocks.state_dict(), model.head.state_dict()
     replies: dict[str, Message] = {}
-    for rnd in range(1, s.pretrain_rounds + 1):
+    for rnd in range(done + 1, s.pretrain_rounds + 1):
         server.round = rnd
         t0, up0, down0 = time.perf_counter(), grid.ledger.total_bytes(direction="up"), grid.ledger.total_bytes(direction="down")
         tensors = {**_prefixed("G", g_state), **_prefixed("T", t_state)}
@@ -211,12 +231,8 @@ def run_fada(grid: Grid, model: BlockModel, discriminator: DomainDiscriminator, 
         model.blocks.load_state_dict(g_state)
         model.head.load_state_dict(t_state)
         record(rnd, "pretrain", t0, up0, down0, replies)
-
-    d_state = {k: v.detach().clone() for k, v in discriminator.state_dict().items()}
-    d_server = None
-    if s.discriminator_server_lr is not None:
-        d_server = torch.optim.Adam(list(discriminator.parameters()), lr=s.discriminator_server_lr, betas=(0.5, 0.999))
-    g_target: Tensors | None = None  # the target's own G, once it has one
+        if rnd < s.pretrain_rounds:
+            checkpoint.round_done(rnd, parts, values)
 
     def collect() -> tuple[Tensors, Tensors]:
         """Step 2: the uploaded G_s (mixed with the target's own G) and T_s aggregated into ``model``."""
@@ -230,13 +246,18 @@ def run_fada(grid: Grid, model: BlockModel, discriminator: DomainDiscriminator, 
             target.set_encoder(g)
         return g, t
 
-    if replies:
-        g_agg, t_agg = collect()
-    else:  # no pretraining round: ``model`` is the sources' common step-1 model, sent in the first step 5
-        g_agg, t_agg = dict(model.blocks.state_dict()), dict(model.head.state_dict())
-        if target is not None:
-            target.set_encoder(g_agg)
-    for rnd in range(s.pretrain_rounds + 1, s.pretrain_rounds + s.rounds + 1):
+    if saved is not None and done >= s.pretrain_rounds:  # resumed after pretraining: its aggregates were saved
+        d_state, g_agg, t_agg, g_target = saved["d_state"], saved["g_agg"], saved["t_agg"], saved["g_target"]
+    else:
+        d_state = {k: v.detach().clone() for k, v in discriminator.state_dict().items()}
+        if replies:
+            g_agg, t_agg = collect()
+            checkpoint.round_done(s.pretrain_rounds, parts, values)
+        else:  # no pretraining round: ``model`` is the sources' common step-1 model, sent in the first step 5
+            g_agg, t_agg = dict(model.blocks.state_dict()), dict(model.head.state_dict())
+            if target is not None:
+                target.set_encoder(g_agg)
+    for rnd in range(max(done, s.pretrain_rounds) + 1, s.pretrain_rounds + s.rounds + 1):
         server.round = rnd
         t0, up0, down0 = time.perf_counter(), grid.ledger.total_bytes(direction="up"), grid.ledger.total_bytes(direction="down")
         # Steps 3-4, ``discriminator_exchanges`` times: every node trains its D from D_all with its
@@ -275,6 +296,7 @@ def run_fada(grid: Grid, model: BlockModel, discriminator: DomainDiscriminator, 
         # Step 2 of the next round: aggregate what came back.
         g_agg, t_agg = collect()
         record(rnd, "adapt", t0, up0, down0, replies)
+        checkpoint.round_done(rnd, parts, values)
     return FadaResult(model=model, discriminator=discriminator, history=history)
 
 

@@ -71,6 +71,17 @@ class AuditObserver:
                                knowledge=knowledge)
             self._score(pid, round, model, res)
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the audit found so far, as tensors and plain values (for a run's checkpoint)."""
+        import json
+
+        return {"rows": json.loads(json.dumps(self.rows)), "current_round": self.current_round,
+                "points": [[torch.from_numpy(np.array(a)) for a in p] for p in self.points]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows, self.current_round = list(state["rows"]), int(state["current_round"])
+        self.points = [(f.numpy(), a.numpy(), r.numpy()) for f, a, r in state["points"]]
+
     @torch.no_grad()
     def _score(self, pid: str, round: int, model: BlockModel, res: Any) -> None:
         x, _, attrs = self.truth(pid)  # experiment side only, after the attack

@@ -140,16 +140,19 @@ class FadaSetup:
                           discriminator=copy.deepcopy(self.discriminator), seed=self.cfg.run.seed,
                           labels=self.target_labels, labelled_index=self.target_index)
 
-    def serve(self, grid: Any, *, on_round: Any = None) -> Any:
+    def serve(self, grid: Any, *, on_round: Any = None, checkpoint: Any = None) -> Any:
         """The aggregating party's loop on ``grid`` (the target itself in the ``target`` topology)."""
         from cotrain.experiment.crosscutting.aggregation import run_aggregator
         from cotrain.federated import evaluate
         from cotrain.transfer.protocol import run_fada
 
         local = self.target_node() if self.cfg.fada.topology == "target" else None
+        from cotrain.federated.checkpoint import NO_CHECKPOINT
+
         return run_fada(grid, self.model, self.discriminator, self.settings, target=local,
                         evaluate=lambda m: evaluate(m, self.target_test), on_round=on_round,
-                        aggregator=run_aggregator(self.cfg), seed=self.cfg.run.seed)
+                        aggregator=run_aggregator(self.cfg), seed=self.cfg.run.seed,
+                        checkpoint=checkpoint if checkpoint is not None else NO_CHECKPOINT)
 
 
 def fada_setup(cfg: "ExperimentConfig") -> FadaSetup:
@@ -253,6 +256,10 @@ class FederatedAdversarialDA(Method):
     def total_rounds(self) -> int:
         return self.cfg.fada.pretrain_rounds + self.cfg.fada.rounds
 
+    @property
+    def resumable(self) -> bool:
+        return self.cfg.run.runtime == "inprocess"
+
     def partition_view(self) -> Any:
         return self.data.splits.train, self.data.parts
 
@@ -269,7 +276,8 @@ class FederatedAdversarialDA(Method):
         if self.cfg.run.runtime == "inprocess":
             parties = {_party_id(self.cfg, i): _fada_party_of(self.setup, i) for i in range(_num_parties(self.cfg))}
             grid = InProcessGrid(parties)
-            result = self.setup.serve(grid, on_round=lambda r: ctx.on_round(round_json(r, ids)))
+            result = self.setup.serve(grid, on_round=lambda r: ctx.on_round(round_json(r, ids)),
+                                      checkpoint=ctx.round_hook(ledger=grid.ledger, participants=parties))
             history, ledger, state = [round_json(r, ids) for r in result.history], grid.ledger, \
                 model_state(self.setup.model)
         else:

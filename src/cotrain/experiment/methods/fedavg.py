@@ -107,6 +107,10 @@ class FedAvg(Method):
         return self.cfg.fedavg.rounds
 
     @property
+    def resumable(self) -> bool:
+        return self.cfg.run.runtime == "inprocess"
+
+    @property
     def test_samples(self) -> int:
         return len(self.scored)
 
@@ -124,7 +128,8 @@ class FedAvg(Method):
             observers = self.observers
             history = run_fedavg(grid, self.model, self.settings, seed=self.cfg.run.seed, evaluate=self._evaluate,
                                  on_round=lambda r: ctx.on_round(round_json(r)), observers=observers,
-                                 aggregator=self.aggregator, root=self.root)
+                                 aggregator=self.aggregator, root=self.root,
+                                 checkpoint=ctx.round_hook(ledger=grid.ledger, participants=self.participants))
             records = [round_json(r) for r in history]
             ledger, state = grid.ledger, model_state(self.model)
             audit_summary = finish_audit(ctx, observers)

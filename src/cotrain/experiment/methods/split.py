@@ -94,6 +94,10 @@ class SplitLearning(Method):
     def total_rounds(self) -> int:
         return self.cfg.split.epochs
 
+    @property
+    def resumable(self) -> bool:
+        return True
+
     def partition_view(self) -> Any:
         return self.data.splits.train, self.data.parts
 
@@ -111,7 +115,8 @@ class SplitLearning(Method):
         history = run_split(grid, self.model, self.settings, seed=self.cfg.run.seed,
                             evaluate=lambda m: evaluate(m, self.data.splits.test),
                             on_epoch=lambda r: ctx.on_round(epoch_json(r, ids)),
-                            observers=[recorder] if s.leakage_samples else None, aggregator=self.aggregator)
+                            observers=[recorder] if s.leakage_samples else None, aggregator=self.aggregator,
+                            checkpoint=ctx.round_hook(ledger=grid.ledger, participants=self.agents))
         train = self.data.splits.train
         cm = communication_model(self.model, train.input_shape, len(train), s.cut, s.tail_cut)
         k = len(ids)
