@@ -21,7 +21,8 @@ class ExperimentRound:
 
     Attributes:
         round: 1-based round number.
-        test_accuracy, test_loss: the experiment's score of the shared model (NaN when not scored).
+        test_accuracy, test_loss: the experiment's score of the shared model (NaN when not scored;
+            a test_loss of None: the method does not measure one, e.g. ECOS scores at the client).
         seconds: wall-clock seconds of the round.
         bytes_up, bytes_down: tensor bytes on the ledger this round.
         participants: who took part.
@@ -34,7 +35,7 @@ class ExperimentRound:
 
     round: int
     test_accuracy: float = math.nan
-    test_loss: float = math.nan
+    test_loss: float | None = math.nan
     seconds: float = 0.0
     bytes_up: int = 0
     bytes_down: int = 0

@@ -155,7 +155,8 @@ class OpenSourceSampling(Method):
         accuracy = evaluate_at_client(grid, model, client=client, model_name=cfg.model.name,
                                       options=dict(cfg.model.options), round=10)
         ledger = grid.ledger
-        record = ExperimentRound(round=1, test_accuracy=accuracy, seconds=time.perf_counter() - t0,
+        record = ExperimentRound(round=1, test_accuracy=accuracy, test_loss=None,  # only accuracy leaves the client
+                                 seconds=time.perf_counter() - t0,
                                  bytes_up=ledger.total_bytes(direction="up"),
                                  bytes_down=ledger.total_bytes(direction="down"), participants=[client],
                                  extra={"epsilon": None if math.isinf(result.epsilon) else result.epsilon}).to_json()
