@@ -32,4 +32,10 @@ class OptionsError(CotrainError, ValueError):
 
 
 class RunFailedError(CotrainError, RuntimeError):
-    """A run that was started failed outside the user's input (a runtime's processes died, timed out)."""
+    """A run that was started failed outside the user's input (a runtime's processes died, timed out).
+
+    ``resumable``: the cause may pass (participants come back), so the run's checkpoint is worth
+    resuming; the runner then says how.
+    """
+
+    resumable: bool = False

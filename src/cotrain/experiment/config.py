@@ -35,6 +35,8 @@ class _ConfigBase(Section):
             raise ConfigError(f"fedavg.participants_per_round: must be <= data.participants "
                               f"({self.data.participants}) (got {k})", key="fedavg.participants_per_round")  # type: ignore[attr-defined]
         _check_methods(self)
+        for name in SECTIONS.names():
+            getattr(self, name).check_fits(self)
         audit = getattr(self, "audit", None)
         if audit is not None and audit.enabled:
             if self.method.name != "fedavg":  # type: ignore[attr-defined]

@@ -56,11 +56,12 @@ class ExperimentRound:
 
 
 def round_json(r: RoundRecord) -> dict[str, Any]:
-    """A FedAvg round as the experiment's record."""
+    """A FedAvg round as the experiment's record (``retries``: its earlier attempts below quorum, if any)."""
     return ExperimentRound(round=r.round, test_accuracy=r.test_accuracy, test_loss=r.test_loss, seconds=r.seconds,
                            bytes_up=r.bytes_up, bytes_down=r.bytes_down, participants=list(r.participants),
                            participant_metrics=r.participant_metrics, aggregation=r.aggregation,
-                           rejected=r.rejected, failed=r.failed).to_json()
+                           rejected=r.rejected, failed=r.failed,
+                           extra={"retries": r.retries} if r.retries else {}).to_json()
 
 
 class DivergedError(RunFailedError):

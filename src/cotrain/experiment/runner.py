@@ -145,6 +145,9 @@ def train(method: Method, folder: RunFolder, checkpoint: RunCheckpoint, *, progr
         raise
     except Exception as exc:
         _mark(folder, method, checkpoint, "failed", error=f"{type(exc).__name__}: {exc}")
+        if getattr(exc, "resumable", False) and folder.checkpoint.exists():  # a quorum failure: the cause may pass
+            exc.args = (f"{exc}; the checkpoint of round {checkpoint.rounds_saved} is kept: once enough participants "
+                        f"are back, resume with: cotrain run --resume {folder.path}",)
         raise
     finally:
         torch.set_num_threads(threads)

@@ -24,6 +24,10 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
+    def check_fits(self, cfg: Any) -> None:
+        """Check this section against the whole config ``cfg`` (the method, the runtime, other
+        sections): a one-line :class:`~cotrain.errors.ConfigError` naming the key. Default: nothing."""
+
 
 SECTIONS: Registry[type[Section]] = Registry("config section")
 S = TypeVar("S", bound=type[BaseModel])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -10,13 +9,14 @@ from typing import Callable
 import torch
 
 from cotrain.aggregation import Aggregate, Aggregator, Upload, build_aggregator
-from cotrain.errors import RunFailedError
 from cotrain.federated.checkpoint import NO_CHECKPOINT, RoundHook
+from cotrain.federated.quorum import QuorumError, UploadsRejectedError, gather, sample_participants
 from cotrain.federated.records import TrainInstruction, TrainResult, load_model_state, model_state
-from cotrain.federated.validation import upload_problem
 from cotrain.models.blocks import BlockModel
 from cotrain.runtime.grid import Grid, Participant
-from cotrain.seeding import derive_seed, numpy_rng
+from cotrain.seeding import derive_seed
+
+__all__ = ["FedAvgSettings", "QuorumError", "RoundRecord", "UploadsRejectedError", "run_fedavg", "sample_participants"]
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,10 @@ class FedAvgSettings:
     ``max_examples`` caps the example count an upload may claim (its weight); ``max_update_norm``
     bounds the L2 norm of an update (FedSGD: of the gradient). Uploads beyond them, or malformed
     (see :mod:`cotrain.federated.validation`), are rejected, not aggregated. A participant that
-    fails (its handler raises, its node dies or times out) drops out of the round; a round with
-    fewer than ``min_participants`` usable uploads stops the run with a :class:`QuorumError`.
+    fails (its handler raises, its node dies, or its reply takes longer than ``round_timeout_s``
+    seconds) drops out of the round; a round with fewer than ``min_participants`` usable uploads is
+    re-sent to a fresh sample up to ``round_retries`` times, then stops the run with a
+    :class:`QuorumError` (see :mod:`cotrain.federated.quorum`).
     ``eval_every``: the server scores the global model every k rounds and after the last (NaN between).
     """
 
@@ -47,6 +49,8 @@ class FedAvgSettings:
     max_examples: int | None = None
     max_update_norm: float | None = None
     min_participants: int = 1
+    round_retries: int = 0
+    round_timeout_s: float | None = None
     eval_every: int = 1
 
     def __post_init__(self) -> None:
@@ -58,16 +62,12 @@ class FedAvgSettings:
             raise ValueError(f"eval_every must be >= 1, got {self.eval_every}")
         if self.min_participants < 1:
             raise ValueError(f"min_participants must be >= 1, got {self.min_participants}")
+        if self.round_retries < 0:
+            raise ValueError(f"round_retries must be >= 0, got {self.round_retries}")
+        if self.round_timeout_s is not None and not self.round_timeout_s > 0:
+            raise ValueError(f"round_timeout_s must be > 0, got {self.round_timeout_s}")
         if self.upload not in ("parameters", "gradient"):
             raise ValueError(f"upload must be 'parameters' or 'gradient', got {self.upload!r}")
-
-
-class UploadsRejectedError(RunFailedError):
-    """No upload of a round could be aggregated."""
-
-
-class QuorumError(RunFailedError):
-    """Fewer usable uploads in a round than ``min_participants``."""
 
 
 @dataclass
@@ -85,6 +85,7 @@ class RoundRecord:
     aggregation: dict = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    retries: list[dict] = field(default_factory=list)  # earlier attempts below quorum: participants, failed, rejected
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -92,17 +93,6 @@ class RoundRecord:
 
 Evaluator = Callable[[BlockModel], dict[str, float]]
 Observer = Callable[[int, dict[str, TrainResult], BlockModel], None]
-
-
-def sample_participants(ids: list[str], settings: FedAvgSettings, *, seed: int, round: int) -> list[str]:
-    """The participants of ``round``: a seeded sample without replacement, sorted."""
-    if not ids:
-        raise RuntimeError("no participants are connected")
-    k = settings.participants_per_round or max(1, math.ceil(settings.fraction * len(ids)))
-    if k > len(ids):
-        raise ValueError(f"{k} participants per round asked for, only {len(ids)} connected")
-    rng = numpy_rng(seed, "sampling", round)
-    return sorted(str(ids[i]) for i in rng.choice(len(ids), size=k, replace=False))
 
 
 def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed: int,
@@ -129,33 +119,12 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
     for rnd in range(len(history) + 1, settings.rounds + 1):
         t0 = time.perf_counter()
         up0, down0 = grid.ledger.total_bytes(direction="up"), grid.ledger.total_bytes(direction="down")
-        chosen = sample_participants(grid.participant_ids(), settings, seed=seed, round=rnd)
         instr = TrainInstruction(parameters=model_state(model), round=rnd, local_steps=settings.local_steps,
                                  batch_size=settings.batch_size, lr=settings.lr, momentum=settings.momentum,
                                  weight_decay=settings.weight_decay, upload=settings.upload)
         message = instr.to_message()
-        replies = grid.send_and_receive({pid: message for pid in chosen}, round=rnd, allow_failures=True)
-        failed = dict(grid.failures)
-        rejected = {}
-        for pid in sorted(replies):
-            problem = upload_problem(replies[pid], instr.parameters, upload=settings.upload,
-                                     max_examples=settings.max_examples, max_update_norm=settings.max_update_norm)
-            if problem is not None:
-                rejected[pid] = problem
-                grid.ledger.record_rejection(round=rnd, participant=pid, reason=problem)
-        usable = len(replies) - len(rejected)
-        if 0 < usable < settings.min_participants or (usable == 0 and failed and not rejected):
-            raise QuorumError(f"round {rnd}: {usable} usable upload(s) of {len(chosen)} asked for, fewer than "
-                              f"min_participants = {settings.min_participants} (failed: "
-                              f"{'; '.join(f'{p}: {r}' for p, r in failed.items()) or 'none'}; rejected: "
-                              f"{'; '.join(f'{p}: {r}' for p, r in rejected.items()) or 'none'})")
-        if len(rejected) == len(replies):
-            diverged = all("NaN or infinite" in r for r in rejected.values())
-            raise UploadsRejectedError(
-                f"round {rnd}: every upload was rejected ({'; '.join(f'{p}: {r}' for p, r in rejected.items())})"
-                + ("; training diverged: lower the learning rate" if diverged else "")
-                + f"; the global model of round {rnd - 1} is kept")
-        results = {pid: TrainResult.from_message(replies[pid]) for pid in sorted(replies) if pid not in rejected}
+        attempt, earlier = gather(grid, message, instr.parameters, settings, seed=seed, round=rnd)
+        results = {pid: TrainResult.from_message(m) for pid, m in attempt.accepted.items()}
         for observe in observers or []:
             observe(rnd, results, model)
         reference = instr.parameters if settings.upload == "parameters" else None
@@ -179,7 +148,7 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
         scored = rnd % settings.eval_every == 0 or rnd == settings.rounds  # the last round is always scored
         metrics = evaluate(model) if evaluate is not None and scored else {}
         record = RoundRecord(
-            round=rnd, participants=chosen,
+            round=rnd, participants=attempt.participants,
             test_accuracy=float(metrics.get("accuracy", float("nan"))),
             test_loss=float(metrics.get("loss", float("nan"))),
             seconds=time.perf_counter() - t0,
@@ -188,8 +157,9 @@ def run_fedavg(grid: Grid, model: BlockModel, settings: FedAvgSettings, *, seed:
             participant_metrics={pid: {"num_examples": float(r.num_examples), "train_loss": r.train_loss, **r.metrics}
                                  for pid, r in results.items()},
             aggregation=outcome.to_json(),
-            rejected=rejected,
-            failed=failed,
+            rejected=attempt.rejected,
+            failed=attempt.failed,
+            retries=[a.to_json() for a in earlier],
         )
         history.append(record)
         if on_round is not None:

@@ -8,7 +8,7 @@ Participant logic is a :class:`Participant` whose handlers are keyed by message 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Mapping
+from typing import Callable, ClassVar, Mapping
 
 import torch
 
@@ -30,6 +30,8 @@ class Grid(ABC):
     ledger: Ledger
     failures: dict[str, str]
     """After each :meth:`send_and_receive`: participant -> why it gave no reply (empty: all replied)."""
+    enforces_timeout: ClassVar[bool] = False
+    """Whether :meth:`_deliver` honours ``self._timeout_s`` (a reply later than that is a failure)."""
 
     @abstractmethod
     def participant_ids(self) -> list[str]:
@@ -39,16 +41,23 @@ class Grid(ABC):
     def _deliver(self, messages: dict[str, Message], *, round: int) -> dict[str, Message]:
         """Runtime-specific delivery: ``messages[pid]`` to ``pid``, their replies by id. A participant
         that fails (its handler raised, its node died, it timed out) is left out of the replies and
-        named with its reason in ``self._failed``."""
+        named with its reason in ``self._failed``. A runtime that ``enforces_timeout`` treats a
+        reply later than ``self._timeout_s`` seconds (None: no limit) as such a failure."""
 
     def send_and_receive(self, messages: Mapping[str, Message], *, round: int,
-                         allow_failures: bool = False) -> dict[str, Message]:
+                         allow_failures: bool = False, timeout_s: float | None = None) -> dict[str, Message]:
         """Deliver ``messages[pid]`` to each participant ``pid``; return their replies by id (sorted).
 
         Both directions are recorded on ``self.ledger``, down before delivery, up on receipt. With
         ``allow_failures`` a participant that gives no reply is left out (``self.failures`` says why,
         and the ledger records it); otherwise that is a :class:`ParticipantFailedError`.
+        ``timeout_s``: a participant whose reply takes longer has failed ("timed out after ... s");
+        a ``ValueError`` on a runtime that cannot enforce it, rather than a limit silently ignored.
         """
+        if timeout_s is not None and not self.enforces_timeout:
+            raise ValueError(f"{type(self).__name__} does not enforce a reply timeout (timeout_s = {timeout_s})")
+        if timeout_s is not None and not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         connected = set(self.participant_ids())
         ordered = {pid: messages[pid] for pid in sorted(messages)}
         for pid, message in ordered.items():
@@ -59,6 +68,7 @@ class Grid(ABC):
         for pid, message in ordered.items():
             self.ledger.record(message, sender=SERVER, receiver=pid, round=round)
         self._failed: dict[str, str] = {}
+        self._timeout_s = timeout_s
         replies = self._deliver(ordered, round=round)
         for pid in ordered:
             if pid not in replies and pid not in self._failed:

@@ -1,2 +1,2 @@
-"""Sections that apply across methods (``[aggregation]``, ``[attack]``, ``[defence]``, ``[audit]``),
+"""Sections that apply across methods (``[aggregation]``, ``[attack]``, ``[defence]``, ``[audit]``, ``[faults]``),
 one module each; every module here is imported when the config is assembled."""

@@ -7,6 +7,7 @@ scores the global model on the test split after each round; that split stays wit
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Literal
@@ -15,7 +16,9 @@ import numpy as np
 from pydantic import Field
 
 from cotrain.data.base import ArrayDataset
+from cotrain.errors import ConfigError
 from cotrain.experiment.crosscutting.aggregation import run_aggregator, server_root
+from cotrain.experiment.crosscutting.faults import faulty_participants
 from cotrain.experiment.crosscutting.audit import (audit_observers, finish_audit, observers_from_json,
                                                   observers_to_json, replayed_audit_observers)
 from cotrain.experiment.method import Method, MethodOutcome, RunContext, RoundJSON, register_method
@@ -53,10 +56,23 @@ class FedAvgSection(Section):
     max_examples: int | None = Field(_DEFAULTS.max_examples, ge=1, description="cap on an upload's example count")
     max_update_norm: float | None = Field(_DEFAULTS.max_update_norm, gt=0, description="reject larger updates")
     min_participants: int = Field(_DEFAULTS.min_participants, ge=1, description="usable uploads a round needs")
+    round_retries: int = Field(_DEFAULTS.round_retries, ge=0, description="re-send a round below quorum to a fresh "
+                               "sample up to this many times")
+    round_timeout_s: float | None = Field(_DEFAULTS.round_timeout_s, gt=0, description="a reply later than this "
+                                          "(seconds) is a failure (in-process runtime)")
     eval_every: int = Field(_DEFAULTS.eval_every, ge=1, description="score the global model every k rounds")
 
     def settings(self) -> FedAvgSettings:
         return FedAvgSettings(**{f.name: getattr(self, f.name) for f in fields(FedAvgSettings)})
+
+    def check_fits(self, cfg: "ExperimentConfig") -> None:
+        if self.round_timeout_s is not None and cfg.method.name == "fedavg" and cfg.run.runtime != "inprocess":
+            raise ConfigError(f"fedavg.round_timeout_s: enforced on the inprocess runtime only (on {cfg.run.runtime} "
+                              "the time limit is run.timeout_s)", key="fedavg.round_timeout_s")
+        asked = self.participants_per_round or max(1, math.ceil(self.fraction * cfg.data.participants))
+        if cfg.method.name == "fedavg" and self.min_participants > asked:
+            raise ConfigError(f"fedavg.min_participants: {self.min_participants} is more than the {asked} participants "
+                              "asked each round; no round could reach it", key="fedavg.min_participants")
 
 
 def serve_fedavg(grid: "Grid", cfg: "ExperimentConfig") -> ServerResult:
@@ -96,9 +112,9 @@ class FedAvg(Method):
         self.behaviours = run_behaviours(cfg, len(self.data.parts))
         self.aggregator = run_aggregator(cfg)
         self.root, self.scored = server_root(cfg, self.aggregator, self.data)
-        self.participants = ({participant_id(i): build_fedavg_participant(cfg, i, self.data, self.behaviours)
-                              for i in range(len(self.data.parts))}
-                             if cfg.run.runtime == "inprocess" else {})
+        self.participants = (faulty_participants(cfg, {
+            participant_id(i): build_fedavg_participant(cfg, i, self.data, self.behaviours)
+            for i in range(len(self.data.parts))}) if cfg.run.runtime == "inprocess" else {})
         # the curious server's observers: built now, so a FedAvg (not FedSGD) run with an audit fails early
         self.observers = under_key("audit.enabled", lambda: audit_observers(cfg, self.participants, self.data.splits.test))
 
