@@ -90,12 +90,18 @@ def choose_crashed(ids: list[str], fraction: float, *, seed: int) -> tuple[str, 
 
 
 class FaultyParticipant(BehavingParticipant):
-    """``inner`` as it behaves under ``plan``: the same participant, but for its faults."""
+    """``inner`` as it behaves under ``plan``: the same participant, but for its faults.
+
+    ``injected`` lists the faults played in this process (``round``, ``request``, ``fault``: ``drop``,
+    ``crash``, ``delay`` or ``corrupt:<kind>``), for benchmarks to check what the server saw against;
+    it is no state of the participant (not checkpointed).
+    """
 
     def __init__(self, inner: Participant, plan: FaultPlan, *, seed: int) -> None:
         super().__init__(inner, [], BehaviourContext(inner.participant_id, seed))
         self.plan, self.seed = plan, seed
         self._asked: tuple[int, int] = (0, 0)  # (round, requests in it so far); only the current round counts
+        self.injected: list[dict] = []
 
     def handle(self, message: Message) -> Message:
         rnd = int(message.values.get("round", 0))
@@ -104,15 +110,21 @@ class FaultyParticipant(BehavingParticipant):
         rng = numpy_rng(self.seed, "faults", self.participant_id, rnd, n)
         drop, delay, corrupt = (float(u) for u in rng.random(3))
         plan = self.plan
+        played = lambda fault: self.injected.append({"round": rnd, "request": n, "fault": fault})  # noqa: E731
         if plan.crash_round is not None and rnd >= plan.crash_round and self.participant_id in plan.crashed:
+            played("crash")
             raise InjectedFault(f"crashed in round {plan.crash_round} (injected fault)")
         if drop < plan.drop:
+            played("drop")
             raise InjectedFault(f"dropped out of round {rnd} (injected fault)")
         if delay < plan.delay:
+            played("delay")
             time.sleep(plan.delay_s)
         reply = self.inner.handle(message)
         if corrupt < plan.corrupt and any(t.is_floating_point() for t in reply.tensors.values()):
-            reply = corrupted(reply, plan.corruptions[int(rng.integers(len(plan.corruptions)))], rng)
+            how = plan.corruptions[int(rng.integers(len(plan.corruptions)))]
+            played(f"corrupt:{how}")
+            reply = corrupted(reply, how, rng)
         return reply
 
 
