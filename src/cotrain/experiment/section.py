@@ -20,9 +20,10 @@ from cotrain.registry import Registry
 
 
 class Section(BaseModel):
-    """A TOML table: unknown keys are errors, values are taken strictly."""
+    """A TOML table: unknown keys are errors, values are taken strictly, and floats are finite
+    (TOML's ``inf`` and ``nan`` only where a field says what they mean)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
 
 SECTIONS: Registry[type[Section]] = Registry("config section")
