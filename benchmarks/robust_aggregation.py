@@ -280,6 +280,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--malicious-fraction", type=float, default=0.3, help="share of malicious participants (sweeps)")
+    p.add_argument("--partition", default="dirichlet_0.5", choices=["dirichlet_0.5", "iid"],
+                   help="how MNIST is split across the 20 participants (sweeps)")
     p.add_argument("--summarize", default=None, help="print the markdown tables of this JSON and exit")
     p.add_argument("--append", action="store_true", help="keep the rows already in --json (add other rules later)")
     args = p.parse_args()
@@ -299,8 +302,9 @@ def main() -> None:
         args.rounds, args.local_steps, args.max_train_samples, args.max_test_samples = 2, 5, 3000, 500
         seeds, args.extra_seeds = [0], ""
     settings = {"dataset": "mnist", "data_dir": str(Path(args.data_dir).resolve()), "participants": 20,
-                "partition": "dirichlet", "partition_options": {"alpha": 0.5}, "partition_name": "dirichlet_0.5",
-                "malicious_fraction": 0.3, "rounds": args.rounds, "local_steps": args.local_steps, "batch_size": 32,
+                **({"partition": "dirichlet", "partition_options": {"alpha": 0.5}} if args.partition != "iid" else
+                   {"partition": "iid", "partition_options": {}}), "partition_name": args.partition,
+                "malicious_fraction": args.malicious_fraction, "rounds": args.rounds, "local_steps": args.local_steps, "batch_size": 32,
                 "lr": args.lr, "momentum": args.momentum, "width": args.width, "max_train_samples": args.max_train_samples,
                 "max_test_samples": args.max_test_samples, "honest_samples": args.honest_samples,
                 "workers": args.workers, "quick": args.quick, "backdoor": BACKDOOR}

@@ -65,6 +65,8 @@ def test_run_overrides_name_seed_and_any_key(tmp_path: Path):
     (TINY.replace("rounds = 2", 'rounds = "2"'), "fedavg.rounds"),
     (TINY + '\n[method]\nname = "nope"\n', "method.name"),
     (TINY.replace("width = 4", "widht = 4"), "model.options"),
+    (TINY + '\n[method]\nname = "split"\n', "fedavg"),  # another method's settings would be ignored
+    ('[method]\nname = "ecos"\n[attack]\nname = "sign_flip"\n', "attack"),  # ECOS has no participants' uploads
 ])
 def test_config_errors_are_one_red_line_and_exit_code_2(tmp_path: Path, text: str, key: str):
     result = runner.invoke(app, ["run", str(write(tmp_path, text)), "-o", str(tmp_path / "runs")])
@@ -124,6 +126,9 @@ def test_datasets_says_where_missing_data_would_be(tmp_path: Path):
     row = next(line for line in result.output.splitlines() if " mnist " in line)
     assert "no" in row and str(tmp_path) in row
     assert "synthetic" in result.output
+    for reader in ("npz", "wav"):  # path-only readers are not "found": they need a path
+        row = next(line for line in result.output.splitlines() if f" {reader} " in line)
+        assert "needs path=" in row and "yes" not in row
 
 
 def test_list_shows_every_registry():

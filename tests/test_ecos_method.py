@@ -31,3 +31,30 @@ def test_ecos_selects_the_clients_domain_and_trains_a_model_for_it(tmp_path):
 def test_ecos_has_one_client(tmp_path):
     with pytest.raises(ConfigError, match="data.participants: ECOS has one client"):
         prepare(with_overrides(load_config(EXAMPLE), {"data.participants": 2}))
+
+
+def _ray_missing() -> bool:
+    try:
+        import ray  # noqa: F401
+    except Exception:  # noqa: BLE001 - any import failure means no simulation engine here
+        return True
+    return False
+
+
+@pytest.mark.flower
+@pytest.mark.skipif(_ray_missing(), reason="the simulation engine needs ray")
+def test_ecos_on_flower_equals_in_process(tmp_path):
+    # Prepare: a small run, the cloud as ServerApp and the client as ClientApp on the simulation engine
+    base = with_overrides(load_config(EXAMPLE), {"run.output_dir": str(tmp_path), "ecos.encoder_steps": 10,
+                                                 "ecos.budget": 60, "ecos.k": 8, "ecos.train_steps": 30})
+    # Execute
+    local = run_experiment(with_overrides(base, {"run.name": "local"}))
+    remote = run_experiment(with_overrides(base, {"run.name": "remote", "run.runtime": "flower-simulation",
+                                                  "run.timeout_s": 400}))
+    # Assert: the same selection, model accuracy, spend and bytes, message for message
+    a, b = local.summary, remote.summary
+    for key in ("selection_by_source", "client_test_accuracy", "ecos_epsilon", "bytes_encoder", "bytes_centroids",
+                "bytes_scores", "bytes_up", "bytes_down", "epsilon_by_party"):
+        assert a[key] == b[key], key
+    assert [(e.kind, e.sender, e.receiver, e.bytes) for e in local.ledger.entries] == \
+        [(e.kind, e.sender, e.receiver, e.bytes) for e in remote.ledger.entries]

@@ -24,7 +24,12 @@ def test_split_experiment_writes_a_run_whose_ledger_equals_the_formula(tmp_path,
     assert len(result.history) == 2
     assert result.summary["ledger_equals_formula"] is True
     assert result.summary["leakage"]["num_observed"] >= 40
-    assert "Split learning" in (result.run_dir / "report.html").read_text()
+    report = (result.run_dir / "report.html").read_text()
+    assert "Split learning" in report
+    # the report speaks of epochs, lists what ran, and shows the leakage as a table of its own
+    assert "<h2>Per epoch</h2>" in report and "<h2>Per round</h2>" not in report and "<th>epoch</th>" in report
+    assert "<td>split.variant</td><td>" + variant + "</td>" in report and "<td>fedavg.lr</td>" not in report
+    assert "<h2>Leakage (cut-layer activations)</h2>" in report and "<th>majority_baseline</th>" in report
     assert summary["variant"] == variant and summary["rounds"] == 2
     assert summary["ledger_bytes_per_epoch"] == [r["bytes_up"] + r["bytes_down"] for r in result.history]
 

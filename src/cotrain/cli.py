@@ -64,7 +64,7 @@ def result_table(summary: dict[str, Any]) -> Table:
             ("method", f"{summary.get('method')} ({summary.get('runtime')})"),
             ("data", f"{summary.get('dataset')}, {summary.get('participants')} participants"),
             ("model", f"{summary.get('model')} ({summary.get('model_parameters') or '?'} parameters)"),
-            ("rounds", _fmt(summary.get("rounds"))),
+            ("epochs" if summary.get("method") == "split" else "rounds", _fmt(summary.get("rounds"))),
             ("bytes up / down", f"{_human_bytes(summary.get('bytes_up'))} / {_human_bytes(summary.get('bytes_down'))}"),
             ("messages", _fmt(summary.get("messages"))),
             ("seed", _fmt(summary.get("seed"))),
@@ -102,7 +102,7 @@ def _run_with_progress(cfg: Any, *, quiet: bool = False, resume: Optional[Path] 
     with console.status(f"preparing {cfg.data.dataset} data and {cfg.model.name} ..."):
         method = prepare(cfg)
     columns = (TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("rounds"), TimeElapsedColumn(), TextColumn("{task.fields[status]}"))
+               TextColumn(f"{method.round_word}s"), TimeElapsedColumn(), TextColumn("{task.fields[status]}"))
     with Progress(*columns, console=console) as bar:
         task = bar.add_task(f"{cfg.method.name} · {method.dataset_name}", total=method.total_rounds, status="")
 
@@ -276,7 +276,7 @@ def datasets(
         if not info.found or not where:
             where = f"{where} ({info.how_to_get})" if where else info.how_to_get
         by_path = info.path is None and "path=" in info.how_to_get  # read from a path option: nothing to find
-        found = "[yellow]by path[/]" if by_path else "[green]yes[/]" if info.found else "[red]no[/]"
+        found = "[yellow]needs path=[/]" if by_path else "[green]yes[/]" if info.found else "[red]no[/]"
         table.add_row(info.name, found,
                       f"{info.n_train:,}" if info.n_train is not None else "–",
                       f"{info.n_test:,}" if info.n_test is not None else "–", where, info.description)

@@ -14,6 +14,7 @@ from cotrain.data.partition import (
 )
 from cotrain.data.registry import (
     DatasetInfo,
+    DatasetCorruptError,
     DatasetNotFoundError,
     available_datasets,
     dataset_names,
@@ -27,6 +28,7 @@ from cotrain.data.transforms import map_images, resize, to_grayscale, to_rgb
 __all__ = [
     "ArrayDataset",
     "DatasetInfo",
+    "DatasetCorruptError",
     "DatasetNotFoundError",
     "DatasetSplits",
     "available_datasets",

@@ -32,6 +32,22 @@ class DatasetNotFoundError(CotrainError, FileNotFoundError):
     """A data set's files are not where they were looked for."""
 
 
+class DatasetCorruptError(CotrainError):
+    """A data set's files are there but cannot be read: truncated, damaged, or another format."""
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What the decoders raise on a damaged file (gzip, zip/npz, HDF5, wav, pickle, .mat, images)."""
+    import pickle
+    import struct
+    import wave
+    import zipfile
+
+    from scipy.io.matlab import MatReadError
+
+    return (EOFError, OSError, zipfile.BadZipFile, wave.Error, struct.error, pickle.UnpicklingError, MatReadError)
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """What the registry knows about one data set.
@@ -167,14 +183,25 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None, **options: An
 
     Returns train and test :class:`ArrayDataset` s (images float32 in [0, 1], shape (N, C, H, W);
     labels int64, shape (N,)). Raises :class:`DatasetNotFoundError` when files are missing,
-    ``UnknownNameError`` for an unknown name and ``OptionsError`` for an unknown option.
+    ``UnknownNameError`` for an unknown name, ``OptionsError`` for an unknown option and
+    :class:`DatasetCorruptError` (one line naming the data set and its folder) for files that are
+    there but cannot be decoded.
     """
     spec = get_spec(name)
     check_options(spec.loader, options, f"data set {name!r}")
     root = dataset_root(spec, data_dir)
     if root is not None:
         require_files(spec, root)
-    return spec.loader(root, **options)
+    try:
+        return spec.loader(root, **options)
+    except CotrainError:
+        raise
+    except _read_errors() as exc:
+        where = root if root is not None else options.get("path")
+        why = (str(exc).splitlines() or [""])[0]
+        kind = type(exc).__name__ if type(exc).__name__ != "Error" else f"{type(exc).__module__}.Error"
+        raise DatasetCorruptError(f"data set {name!r}: cannot read its files in {where}: {kind}: "
+                                  f"{why} (a truncated or damaged copy? fetch it again)") from exc
 
 
 def available_datasets(data_dir: str | Path | None = None) -> list[DatasetInfo]:

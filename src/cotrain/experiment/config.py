@@ -2,9 +2,10 @@
 
 :class:`ExperimentConfig` has one field per registered section (:mod:`.section`): the core
 ``[run]``, ``[data]``, ``[model]``, ``[method]``, each method's own section and the cross-cutting
-ones (``[aggregation]``, ``[attack]``, ``[defence]``, ``[audit]``). Sections of methods that are not
-selected may be present and are validated too. A typo is an error that names the key, never a
-silent default.
+ones (``[aggregation]``, ``[attack]``, ``[defence]``, ``[audit]``). A section the chosen method does
+not read (another method's, or a cross-cutting one it ignores) is an error when it is set away from
+its defaults, rather than silently ignored. A typo is an error that names the key, never a silent
+default.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class _ConfigBase(Section):
             if late:
                 raise ConfigError(f"audit.rounds: {late} after the last round ({self.fedavg.rounds}); "  # type: ignore[attr-defined]
                                   "no upload would be audited", key="audit.rounds")
+        _check_sections_apply(self)
         return self
 
 
@@ -61,6 +63,18 @@ def _check_methods(cfg: Any) -> None:
         allowed = getattr(registry.get(name), "methods", None) if name else None
         if allowed is not None and method not in allowed:
             raise ConfigError(f"{key}: {name!r} works with the {', '.join(allowed)} method(s), not {method!r}", key=key)
+
+
+def _check_sections_apply(cfg: Any) -> None:
+    """A section that the chosen method never reads must not hold settings: they would be ignored.
+    (Left at its defaults it is harmless; a resolved config.toml has every section.)"""
+    method = METHODS.get(cfg.method.name)
+    applies = set(CORE_SECTIONS) | {method.name, "privacy", *method.uses}
+    for name in SECTIONS.names():
+        if name in applies or getattr(cfg, name) == SECTIONS.get(name)():
+            continue
+        raise ConfigError(f"{name}: the {method.name} method does not read [{name}], so its settings would be "
+                          f"ignored; remove the section or change method.name", key=name)
 
 
 def _assemble() -> type[Section]:

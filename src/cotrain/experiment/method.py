@@ -92,6 +92,11 @@ class Method(ABC):
     """A training protocol an experiment can run. ``__init__`` prepares (and validates)."""
 
     name: ClassVar[str] = ""
+    uses: ClassVar[tuple[str, ...]] = ()
+    round_word: ClassVar[str] = "round"
+    """What one record of ``on_round`` is called in the report ("epoch" for split learning)."""
+    """The cross-cutting sections this method reads (``[privacy]`` is read by the runner for every
+    method); any other section set away from its defaults in a run of this method is an error."""
 
     def __init__(self, cfg: "ExperimentConfig") -> None:
         self.cfg = cfg
@@ -158,12 +163,15 @@ METHODS: Registry[type[Method]] = Registry("method", loader=_load_builtin)
 M = TypeVar("M", bound=type[Method])
 
 
-def register_method(name: str, *, section: "type[Section] | None" = None) -> Callable[[M], M]:
+def register_method(name: str, *, section: "type[Section] | None" = None,
+                    uses: tuple[str, ...] = ()) -> Callable[[M], M]:
     """Class decorator registering a :class:`Method` subclass under ``name``; ``section`` (a
-    :class:`~cotrain.experiment.section.Section`) becomes the ``[name]`` table of the config."""
+    :class:`~cotrain.experiment.section.Section`) becomes the ``[name]`` table of the config;
+    ``uses`` names the cross-cutting sections (``"aggregation"``, ``"attack"``, ...) it reads."""
 
     def add(cls: M) -> M:
         cls.name = name
+        cls.uses = tuple(uses)
         METHODS.add(name, cls)
         if section is not None:
             SECTIONS.add(name, section)

@@ -31,14 +31,15 @@ def _save(fig: Any, path: str | Path) -> Path:
     return p
 
 
-def plot_accuracy(history: Sequence[dict[str, Any]], path: str | Path, *, title: str = "Test accuracy") -> Path:
-    """Test accuracy (left axis) and test loss (right axis) per round."""
+def plot_accuracy(history: Sequence[dict[str, Any]], path: str | Path, *, title: str = "Test accuracy",
+                  xlabel: str = "round") -> Path:
+    """Test accuracy (left axis) and test loss (right axis) per round (``xlabel``: "epoch" for split learning)."""
     rounds = [r["round"] for r in history]
     acc = [r.get("test_accuracy") for r in history]
     loss = [r.get("test_loss") for r in history]
     fig, ax = figure((6, 3.6))
     ax.plot(rounds, [a if a is not None else float("nan") for a in acc], "o-", color="tab:blue", label="accuracy")
-    ax.set_xlabel("round")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy", color="tab:blue")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
@@ -54,7 +55,7 @@ def plot_accuracy(history: Sequence[dict[str, Any]], path: str | Path, *, title:
 
 
 def plot_bytes(by_round: dict[int, dict[str, int]], path: str | Path,
-               *, title: str = "Bytes exchanged per round") -> Path:
+               *, title: str = "Bytes exchanged per round", xlabel: str = "round") -> Path:
     """Stacked bars: for each round, bytes of each payload kind (parameters, gradients, ...), from
     ``Ledger.bytes_by_round_and_payload()``."""
     rounds = sorted(by_round)
@@ -66,7 +67,7 @@ def plot_bytes(by_round: dict[int, dict[str, int]], path: str | Path,
         values = [by_round[r].get(kind, 0) / scale for r in rounds]
         ax.bar([str(r) for r in rounds], values, bottom=bottom, label=kind)
         bottom = [b + v for b, v in zip(bottom, values)]
-    ax.set_xlabel("round")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(unit)
     if kinds:
         ax.legend(title="payload", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")

@@ -9,6 +9,7 @@ auxiliary or public data (the held-out split, :func:`server_data`), a second dom
 from __future__ import annotations
 
 import importlib.util
+import re
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from cotrain.data.base import ArrayDataset, DatasetSplits
@@ -42,6 +43,15 @@ def under_key(key: str, build: Callable[[], T], *, by_topic: dict[str, str] | No
         prefix = key.split(".")[0] + ": "
         text = text[len(prefix):] if text.startswith(prefix) else text  # "audit: ..." under audit.enabled
         raise ConfigError(f"{key}: {text}", key=key) from exc
+    except (MemoryError, OverflowError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and not _TOO_LARGE.search(str(exc)):
+            raise
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"{key}: too large to build on this machine ({first})", key=key) from exc
+
+
+_TOO_LARGE = re.compile(r"memory|overflow|allocat", re.IGNORECASE)
+"""Words of torch's RuntimeErrors that mean a size the user asked for cannot be built."""
 
 
 def check_model_options(cfg: "ExperimentConfig") -> None:

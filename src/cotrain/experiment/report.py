@@ -23,8 +23,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;mar
 color:#222;padding:0 1rem}
 h1{margin-bottom:.2rem}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
 .sub{color:#666;margin-top:0}
-table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
-th,td{border:1px solid #ddd;padding:.25rem .6rem;text-align:right}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem;display:block;max-width:100%;overflow-x:auto}
+th,td{border:1px solid #ddd;padding:.25rem .6rem;text-align:right;overflow-wrap:anywhere}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 img{max-width:100%;height:auto;border:1px solid #eee}
 figure{margin:1rem 0}figcaption{color:#555;font-size:.9rem}
@@ -123,9 +123,10 @@ class Report:
         return p
 
 
-def round_rows(history: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The per-round table: the scalar columns of each round record."""
-    return [{"round": r.get("round"), "test_accuracy": r.get("test_accuracy"), "test_loss": r.get("test_loss"),
+def round_rows(history: Iterable[dict[str, Any]], *, word: str = "round") -> list[dict[str, Any]]:
+    """The per-round table: the scalar columns of each round record (``word``: the first column's name,
+    "epoch" for split learning)."""
+    return [{word: r.get("round"), "test_accuracy": r.get("test_accuracy"), "test_loss": r.get("test_loss"),
              "participants": len(r.get("participants", [])), "bytes_up": r.get("bytes_up"),
              "bytes_down": r.get("bytes_down"), "seconds": r.get("seconds"),
              "excluded": ", ".join(r.get("aggregation", {}).get("excluded", [])) or "–",

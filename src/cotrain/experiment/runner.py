@@ -220,16 +220,19 @@ def privacy_summary(cfg: ExperimentConfig, ledger: Ledger) -> dict[str, Any]:
 def standard_sections(folder: RunFolder, method: Method, outcome: MethodOutcome,
                       summary: dict[str, Any]) -> list[Section]:
     """Summary, plots, per-round and per-participant tables (written as PNGs into the folder too)."""
-    shown = {k: v for k, v in summary.items() if k not in ("run_dir", "bytes_by_payload", "epsilon_by_party")}
-    sections = [Section("Summary", key_value_html(shown))]
+    word = method.round_word
+    shown = {(f"{word}s" if k == "rounds" else k): v for k, v in summary.items()
+             if k not in ("run_dir", "bytes_by_payload", "epsilon_by_party", "leakage")}
+    sections = [Section("Summary", key_value_html(shown)),
+                Section("Hyperparameters", key_value_html(resolved_settings(method.cfg, method)))]
     if outcome.history:
-        png = plot_accuracy(outcome.history, folder.plot("accuracy"))
-        sections.append(Section("Test accuracy per round", image_html(png, alt="accuracy per round")))
+        png = plot_accuracy(outcome.history, folder.plot("accuracy"), xlabel=word)
+        sections.append(Section(f"Test accuracy per {word}", image_html(png, alt=f"accuracy per {word}")))
     by_round = outcome.ledger.bytes_by_round_and_payload()
     if by_round:
-        png = plot_bytes(by_round, folder.plot("bytes"))
+        png = plot_bytes(by_round, folder.plot("bytes"), title=f"Bytes exchanged per {word}", xlabel=word)
         sections.append(Section("Communication", image_html(
-            png, alt="bytes per round", caption="Bytes on the ledger per round, by what the messages carry. "
+            png, alt=f"bytes per {word}", caption=f"Bytes on the ledger per {word}, by what the messages carry. "
                                                  "Totals: " + ", ".join(f"{k} {v:,} B" for k, v in
                                                                         summary["bytes_by_payload"].items()))))
     view = method.partition_view()
@@ -244,7 +247,7 @@ def standard_sections(folder: RunFolder, method: Method, outcome: MethodOutcome,
             png, alt="scores per participant and round",
             caption=f"Rule {summary.get('aggregator', '?')}: each upload's score per round; "
                     f"{summary['excluded_uploads']} uploads excluded in all.")))
-    sections.append(Section("Per round", table_html(round_rows(outcome.history))))
+    sections.append(Section(f"Per {word}", table_html(round_rows(outcome.history, word=word))))
     if outcome.participant_rows:
         eps = summary.get("epsilon_by_party", {})
         rows = [{**r, **({"epsilon": eps.get(r.get("participant"), "no claim")} if eps else {})}
@@ -256,6 +259,23 @@ def standard_sections(folder: RunFolder, method: Method, outcome: MethodOutcome,
             "delta": summary["delta"], "accountant": summary["accountant"],
             "releases on the ledger": summary["privacy_releases"]})))
     return sections
+
+
+def resolved_settings(cfg: ExperimentConfig, method: Method) -> dict[str, Any]:
+    """Every setting the run used, defaults filled in, as flat ``section.key`` pairs: the core sections,
+    the method's own and the cross-cutting ones it reads (a reader of the report sees what ran)."""
+    from cotrain.experiment.config import config_to_dict
+
+    applies = ("run", "data", "model", "method", method.name, *method.uses, "privacy")
+    data = config_to_dict(cfg)
+    flat: dict[str, Any] = {}
+    for name in applies:
+        for key, value in (data.get(name) or {}).items():
+            if isinstance(value, dict):
+                flat[f"{name}.{key}"] = ", ".join(f"{k} = {v}" for k, v in value.items()) or "–"
+            else:
+                flat[f"{name}.{key}"] = value
+    return flat
 
 
 def _version() -> str:

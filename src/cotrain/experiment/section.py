@@ -20,9 +20,10 @@ from cotrain.registry import Registry
 
 
 class Section(BaseModel):
-    """A TOML table: unknown keys are errors, values are taken strictly."""
+    """A TOML table: unknown keys are errors, values are taken strictly, and floats are finite
+    (TOML's ``inf`` and ``nan`` only where a field says what they mean)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
     def check_fits(self, cfg: Any) -> None:
         """Check this section against the whole config ``cfg`` (the method, the runtime, other

@@ -18,9 +18,11 @@ from torch import nn
 from cotrain.data.base import ArrayDataset
 from cotrain.models.blocks import BlockModel
 from cotrain.runtime.grid import Participant, handler
-from cotrain.runtime.message import Message, PayloadKind
+from cotrain.runtime.message import Message
 from cotrain.seeding import torch_generator
 from cotrain.split.messages import BACKWARD, BEGIN, END, FORWARD, HEAD
+from cotrain.split.records import (Activations, BackwardDone, BeginInstruction, BeginReply, CutGradient, HeadReply,
+                                   HeadRequest, SideUpload)
 from cotrain.split.parts import side_state, split_model
 
 
@@ -72,16 +74,16 @@ class SplitAgent(Participant):
     def begin(self, message: Message) -> Message:
         """Load the side's weights, draw the epoch's mini-batch order, reset the optimiser."""
         t0 = time.perf_counter()
-        self.side.load_state_dict(dict(message.tensors), strict=True)
-        v = message.values
-        self._optimizer = torch.optim.SGD(self.side.parameters(), lr=float(v["lr"]), momentum=float(v["momentum"]),
-                                          weight_decay=float(v["weight_decay"]))
-        gen = agent_batch_stream(self.seed, self.participant_id, int(v["epoch"]))
-        self._batches = epoch_batches(len(self.train_data), int(v["batch_size"]), gen)
+        begin = BeginInstruction.from_message(message)
+        self.side.load_state_dict(begin.side, strict=True)
+        self._optimizer = torch.optim.SGD(self.side.parameters(), lr=begin.lr, momentum=begin.momentum,
+                                          weight_decay=begin.weight_decay)
+        gen = agent_batch_stream(self.seed, self.participant_id, begin.epoch)
+        self._batches = epoch_batches(len(self.train_data), begin.batch_size, gen)
         self._cursor = 0
         self.side.train()
-        return Message(BEGIN, values={"num_batches": len(self._batches), "num_examples": len(self.train_data),
-                                      "seconds": time.perf_counter() - t0})
+        return BeginReply(num_batches=len(self._batches), num_examples=len(self.train_data),
+                          seconds=time.perf_counter() - t0).to_message()
 
     @handler(FORWARD)
     def forward(self, message: Message) -> Message:
@@ -95,13 +97,8 @@ class SplitAgent(Participant):
         self._pending = self.side["front"](self.train_data.x[idx])
         self._pending_idx = idx
         self.sent_indices.append(idx)
-        tensors = {"activations": self._pending}
-        kinds = {}
-        if not self.u_shaped:  # labels cross too, and the ledger counts them as what they are
-            tensors["labels"] = self.train_data.y[idx]
-            kinds["labels"] = PayloadKind.LABELS
-        return Message(FORWARD, tensors=tensors, payload=PayloadKind.ACTIVATIONS, tensor_payloads=kinds,
-                       values={"seconds": time.perf_counter() - t0})
+        labels = None if self.u_shaped else self.train_data.y[idx]  # a U-shaped split keeps its labels
+        return Activations(self._pending, labels, seconds=time.perf_counter() - t0).to_message()
 
     @handler(HEAD)
     def head(self, message: Message) -> Message:
@@ -109,12 +106,11 @@ class SplitAgent(Participant):
         if not self.u_shaped or self._pending_idx is None:
             raise RuntimeError(f"agent {self.participant_id!r}: {HEAD!r} needs a U-shaped split and a pending batch")
         t0 = time.perf_counter()
-        inputs = message.tensors["activations"].requires_grad_(True)
+        inputs = HeadRequest.from_message(message).activations.requires_grad_(True)
         loss = nn.functional.cross_entropy(self.side["tail"](inputs), self.train_data.y[self._pending_idx])
         loss.backward()
         self._loss = float(loss.detach())
-        return Message(HEAD, tensors={"gradient": inputs.grad}, payload=PayloadKind.GRADIENTS,
-                       values={"loss": self._loss, "seconds": time.perf_counter() - t0})
+        return HeadReply(inputs.grad, self._loss, seconds=time.perf_counter() - t0).to_message()
 
     @handler(BACKWARD)
     def backward(self, message: Message) -> Message:
@@ -122,19 +118,15 @@ class SplitAgent(Participant):
         if self._pending is None or self._optimizer is None:
             raise RuntimeError(f"agent {self.participant_id!r}: no forward pass to finish")
         t0 = time.perf_counter()
-        self._pending.backward(message.tensors["gradient"])
+        self._pending.backward(CutGradient.from_message(message).gradient)
         self._optimizer.step()
         self._pending, self._pending_idx = None, None
-        values = {"seconds": time.perf_counter() - t0}
-        if self.u_shaped:
-            values["loss"] = self._loss
-        return Message(BACKWARD, values=values)
+        return BackwardDone(seconds=time.perf_counter() - t0, loss=self._loss if self.u_shaped else None).to_message()
 
     @handler(END)
     def end(self, message: Message) -> Message:
         """Upload the side's weights (for the next agent, or for averaging)."""
-        return Message(END, tensors=side_state(self.side), payload=PayloadKind.PARAMETERS,
-                       values={"num_examples": len(self.train_data)})
+        return SideUpload(side_state(self.side), num_examples=len(self.train_data)).to_message()
 
     def get_state(self) -> dict[str, torch.Tensor]:
         """What outlives an epoch: the indices sent so far (the side's weights and optimiser are set

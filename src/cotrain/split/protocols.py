@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -26,10 +26,11 @@ from cotrain.aggregation import Aggregator, Upload, build_aggregator, weighted_m
 from cotrain.federated.checkpoint import NO_CHECKPOINT, RoundHook
 from cotrain.models.blocks import BlockModel
 from cotrain.runtime.grid import Grid
-from cotrain.runtime.message import Message, PayloadKind
 from cotrain.seeding import derive_seed, torch_generator
 from cotrain.split.centre import CentreSide, Observer
-from cotrain.split.messages import BACKWARD, BEGIN, END, FORWARD, HEAD, SplitSettings
+from cotrain.split.messages import SplitSettings
+from cotrain.split.records import (Activations, BackwardDone, BeginInstruction, BeginReply, CutGradient, EndRequest,
+                                   ForwardRequest, HeadReply, HeadRequest, SideUpload)
 from cotrain.split.parts import side_state, split_model
 
 
@@ -69,8 +70,9 @@ class _Epoch:
         self.critical = 0.0
         self.aggregation: dict = {}
 
-    def agents(self, replies: dict[str, Message], parallel: bool) -> None:
-        times = [float(r.values.get("seconds", 0.0)) for r in replies.values()]
+    def agents(self, replies: dict[str, Any], parallel: bool) -> None:
+        """Add the agents' measured seconds (any reply record with ``seconds``) to the critical path."""
+        times = [r.seconds for r in replies.values()]
         self.critical += (max(times) if parallel else sum(times)) if times else 0.0
 
 
@@ -143,26 +145,29 @@ def _round(grid: Grid, pids: list[str], centres: dict[str, CentreSide], agent_si
     Loads the new agent side into ``agent_side`` (the relayed weights, or their n_k-weighted mean)
     and returns n_k by agent.
     """
-    begin = Message(BEGIN, tensors=side_state(agent_side), payload=PayloadKind.PARAMETERS, values={
-        "epoch": epoch, "batch_size": settings.batch_size, "lr": settings.lr, "momentum": settings.momentum,
-        "weight_decay": settings.weight_decay})
-    replies = grid.send_and_receive({pid: begin for pid in pids}, round=epoch)
+    begin = BeginInstruction(side_state(agent_side), epoch=epoch, batch_size=settings.batch_size, lr=settings.lr,
+                             momentum=settings.momentum, weight_decay=settings.weight_decay)
+    message = begin.to_message()
+    replies = {pid: BeginReply.from_message(m)
+               for pid, m in grid.send_and_receive({pid: message for pid in pids}, round=epoch).items()}
     book.agents(replies, parallel)
-    num_batches = {pid: int(replies[pid].values["num_batches"]) for pid in pids}
+    num_batches = {pid: replies[pid].num_batches for pid in pids}
     gen = torch_generator(order_seed, "sflv2-order", epoch) if order_seed is not None else None
     for step in range(max(num_batches.values())):
         active = [pid for pid in pids if step < num_batches[pid]]
         if gen is not None:
             active = [active[i] for i in torch.randperm(len(active), generator=gen).tolist()]
         _step(grid, active, centres, settings, epoch, book, observers, parallel)
-    ends = grid.send_and_receive({pid: Message(END) for pid in pids}, round=epoch)
-    weights = {pid: int(ends[pid].values["num_examples"]) for pid in pids}
+    end = EndRequest().to_message()
+    ends = {pid: SideUpload.from_message(m)
+            for pid, m in grid.send_and_receive({pid: end for pid in pids}, round=epoch).items()}
+    weights = {pid: ends[pid].num_examples for pid in pids}
     if aggregator is None:  # a sequential turn: the agent's weights are relayed as they are
         (only,) = pids
-        agent_side.load_state_dict(dict(ends[only].tensors), strict=True)
+        agent_side.load_state_dict(ends[only].side, strict=True)
         return weights
-    uploads = [Upload(pid, dict(ends[pid].tensors), weight=weights[pid]) for pid in pids]
-    outcome = aggregator(uploads, round=epoch, reference=dict(begin.tensors), seed=derive_seed(seed, "aggregation", epoch))
+    uploads = [Upload(pid, ends[pid].side, weight=weights[pid]) for pid in pids]
+    outcome = aggregator(uploads, round=epoch, reference=dict(begin.side), seed=derive_seed(seed, "aggregation", epoch))
     for spend in outcome.spends:
         grid.ledger.record_privacy(spend)
     book.aggregation = outcome.to_json()
@@ -173,25 +178,26 @@ def _round(grid: Grid, pids: list[str], centres: dict[str, CentreSide], agent_si
 def _step(grid: Grid, active: list[str], centres: dict[str, CentreSide], settings: SplitSettings, epoch: int,
           book: _Epoch, observers: list[Observer] | None, parallel: bool) -> None:
     """One mini-batch of every active agent, the centre serving them in the order of ``active``."""
-    forwards = grid.send_and_receive({pid: Message(FORWARD, values={"epoch": epoch}) for pid in active},
-                                     round=epoch)
+    request = ForwardRequest(epoch).to_message()
+    forwards = {pid: Activations.from_message(m)
+                for pid, m in grid.send_and_receive({pid: request for pid in active}, round=epoch).items()}
     book.agents(forwards, parallel)
     gradients: dict[str, torch.Tensor] = {}
     for pid in active:
-        acts = forwards[pid].tensors["activations"]
+        acts = forwards[pid].activations
         for observe in observers or []:
             observe(pid, epoch, acts)
         if not settings.u_shaped:
-            gradients[pid], loss = centres[pid].step(acts, forwards[pid].tensors["labels"])
+            gradients[pid], loss = centres[pid].step(acts, forwards[pid].labels)
             book.losses.append(loss)
             continue
         # U-shaped: one agent at a time, so that a shared middle is stepped between agents.
         out = centres[pid].forward_middle(acts)
-        head = grid.send_and_receive({pid: Message(HEAD, tensors={"activations": out},
-                                                   payload=PayloadKind.ACTIVATIONS)}, round=epoch)
+        reply = grid.send_and_receive({pid: HeadRequest(out).to_message()}, round=epoch)
+        head = {pid: HeadReply.from_message(reply[pid])}
         book.agents(head, parallel=False)
-        book.losses.append(float(head[pid].values["loss"]))
-        gradients[pid] = centres[pid].backward_middle(head[pid].tensors["gradient"])
-    backs = grid.send_and_receive({pid: Message(BACKWARD, tensors={"gradient": gradients[pid]},
-                                                payload=PayloadKind.GRADIENTS) for pid in active}, round=epoch)
+        book.losses.append(head[pid].loss)
+        gradients[pid] = centres[pid].backward_middle(head[pid].gradient)
+    backs = {pid: BackwardDone.from_message(m) for pid, m in grid.send_and_receive(
+        {pid: CutGradient(gradients[pid]).to_message() for pid in active}, round=epoch).items()}
     book.agents(backs, parallel)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -54,7 +55,7 @@ def cached_arrays(
         try:
             with np.load(path, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # a half-written or damaged entry
             log.warning("ignoring unreadable cache entry %s: %s", path, err)
     arrays = build()
     try:

@@ -15,7 +15,7 @@ import torch
 
 from cotrain.data.base import ArrayDataset, DatasetSplits
 from cotrain.data.readers.common import long_tensor, stratified_split
-from cotrain.data.registry import not_found, register_dataset
+from cotrain.data.registry import DatasetCorruptError, not_found, register_dataset
 
 LAYOUTS = ("NCHW", "NHWC")
 
@@ -90,8 +90,11 @@ def load_npz(
     path = Path(path).expanduser()
     if not path.is_file():
         raise not_found(path, "npz data set", "pass path=<file.npz>")
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except ValueError as exc:  # numpy's word for "not an .npz of plain arrays" (object arrays, garbage)
+        raise DatasetCorruptError(f"{path}: not an .npz file of plain arrays ({exc})") from exc
     attrs, has_test = _split_keys(list(arrays), path)
     name = name or path.stem
     class_names = [str(c) for c in arrays["class_names"]] if "class_names" in arrays else None

@@ -106,7 +106,8 @@ def round_(v: float) -> float:
     return float(f"{v:.4g}")
 
 
-def tsne_png(points: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path) -> Path | None:
+def tsne_png(points: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path, *,
+             attribute: str | None = None) -> Path | None:
     """t-SNE of true (dots) and rebuilt (crosses) E(X), coloured by attribute (the document's Fig. 1)."""
     if not points:
         return None
@@ -119,10 +120,17 @@ def tsne_png(points: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path
     emb = TSNE(n_components=2, perplexity=min(30.0, max(2.0, len(feats) / 4)), random_state=0).fit_transform(feats)
     fig = Figure(figsize=(5, 4))
     ax = fig.subplots()
+    lo, hi = float(attr.min()), float(attr.max())
+    dots = None
     for flag, marker, label in ((False, "o", "true"), (True, "x", "rebuilt")):
         sel = rebuilt == flag
-        ax.scatter(emb[sel, 0], emb[sel, 1], c=attr[sel], cmap="coolwarm", marker=marker, s=14, label=label)
-    ax.legend(fontsize=7)
+        dots = ax.scatter(emb[sel, 0], emb[sel, 1], c=attr[sel], cmap="coolwarm", vmin=lo, vmax=hi, marker=marker,
+                          s=14, label=label)
+    ax.legend(fontsize=7, title="marker")
+    if dots is not None:  # the colours' key: the attribute's values (the legend above keys the markers)
+        values = np.unique(attr)
+        bar = fig.colorbar(dots, ax=ax, ticks=values if len(values) <= 10 else None)
+        bar.set_label(f"attribute: {attribute}" if attribute else "attribute")
     ax.set_title("E(X): true vs rebuilt, coloured by attribute")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -137,7 +145,7 @@ def add_leakage_section(report: Any, observer: AuditObserver, run_dir: Path) -> 
         return
     (run_dir / "audit.json").write_text(json.dumps({"results": observer.rows}, indent=2) + "\n")
     report.add_table("Leakage (gradient audit)", observer.rows)
-    png = tsne_png(observer.points, run_dir / "audit_tsne.png")
+    png = tsne_png(observer.points, run_dir / "audit_tsne.png", attribute=observer.section.attribute)
     if png is not None:
         report.add_image("Leakage: features by attribute", png,
                          caption="t-SNE of true (dots) and reconstructed (crosses) features")

@@ -9,7 +9,8 @@ client answers with DP-noised coverage scores; the cloud selects ``budget`` pool
 labelled (here: the pool's own labels, the labeller), trains ``[model]`` on them (downstream (a),
 supervised or FixMatch-style with the unlabelled pool), and sends the model down; the client
 reports its test accuracy only. Every message is on the ledger; epsilon comes from the accountant.
-In process only: the protocol is a few exchanges with one client, and its pool stays in the cloud.
+In process or on Flower (``run.runtime``): the cloud is the ServerApp, the client a ClientApp that
+loads only its own data; the same seed gives the same selection, model and ledger.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from pydantic import Field
 from cotrain.experiment.method import Method, MethodOutcome, RunContext, register_method
 from cotrain.experiment.records import ExperimentRound
 from cotrain.experiment.section import Section
-from cotrain.sampling.protocol import EcosSettings
+from cotrain.experiment.flower import config_job
+from cotrain.sampling.protocol import EcosClient, EcosSettings
 
 if TYPE_CHECKING:
     from cotrain.experiment.config import ExperimentConfig
+    from cotrain.runtime.job import ServerResult
 
 _DEFAULTS = EcosSettings()
 
@@ -43,7 +46,7 @@ class EcosSection(Section):
     k: int = Field(_DEFAULTS.k, ge=1)
     rule: str = _DEFAULTS.rule
     rule_options: dict[str, Any] = Field(default_factory=dict)
-    epsilon: float = Field(_DEFAULTS.epsilon, gt=0, description="inf: exact scores, no noise, no claim")
+    epsilon: float = Field(_DEFAULTS.epsilon, gt=0, allow_inf_nan=True, description="inf: exact scores, no noise, no claim")
     delta: float = Field(_DEFAULTS.delta, gt=0, lt=1)
     noise_multiplier: float | None = Field(_DEFAULTS.noise_multiplier, gt=0)
     threshold: float = _DEFAULTS.threshold
@@ -97,16 +100,40 @@ def _pool(cfg: "ExperimentConfig", shape: tuple[int, ...]) -> tuple[Any, Any, An
     return torch.cat(xs), torch.cat(ys), np.asarray(torch.cat(src)), names
 
 
+def _client_id(cfg: "ExperimentConfig", index: int) -> str:
+    from cotrain.experiment.setup import participant_id
+
+    return participant_id(index)
+
+
+def _client(cfg: "ExperimentConfig", index: int) -> EcosClient:
+    """The client on its own node: its private train and test splits only (the pool stays in the cloud)."""
+    from cotrain.experiment.prepare import prepare_data
+
+    data = prepare_data(cfg)
+    return EcosClient(_client_id(cfg, index), data.participant_data(index), seed=cfg.run.seed, test=data.splits.test)
+
+
+def _serve(grid: Any, cfg: "ExperimentConfig") -> "ServerResult":
+    return OpenSourceSampling(cfg).serve(grid)
+
+
+FLOWER_JOB = config_job(serve=_serve, build_participant=_client, num_participants=lambda cfg: 1,
+                        participant_id=_client_id)
+
+
 @register_method("ecos", section=EcosSection)
 class OpenSourceSampling(Method):
     """One client, a cloud with an open-source pool: ECOS selection, then the cloud trains for the client."""
+
+    flower_job = "cotrain.experiment.methods.ecos:FLOWER_JOB"
 
     def __init__(self, cfg: "ExperimentConfig") -> None:
         from cotrain.errors import ConfigError
         from cotrain.experiment.prepare import check_model_options, prepare_data, require_runtime, under_key
 
         super().__init__(cfg)
-        require_runtime(cfg, ("inprocess",), "the cloud's pool and the one client exchange a few messages in process")
+        require_runtime(cfg, ("inprocess", "flower-simulation", "flower-deployment"), "")
         if cfg.data.participants != 1:
             raise ConfigError("data.participants: ECOS has one client; set data.participants = 1",
                               key="data.participants")
@@ -128,23 +155,45 @@ class OpenSourceSampling(Method):
         return len(self.client_test)
 
     def run(self, ctx: RunContext) -> MethodOutcome:
+        from cotrain.experiment.report import key_value_html, table_html
+        from cotrain.runtime import InProcessGrid
+
+        client = _client_id(self.cfg, 0)
+        if self.cfg.run.runtime == "inprocess":
+            node = EcosClient(client, self.client_train, seed=self.cfg.run.seed, test=self.client_test)
+            grid = InProcessGrid({client: node})
+            out = self.serve(grid)
+            record, summary, table, state, ledger = out.history[0], out.artifacts["summary"], \
+                out.artifacts["clusters"], out.state_dict, grid.ledger
+            ctx.on_round(record)
+            exact = node.exact_scores  # the client's own view, read in process for the report only
+            for row in table:
+                row["exact"] = float(exact[row["cluster"]]) if exact is not None else None
+        else:  # the cloud is the ServerApp, the client a ClientApp; only the messages below cross
+            history, ledger, state, artifacts = self.run_on_flower(ctx)
+            record, summary, table = history[0], artifacts["summary"], artifacts["clusters"]
+        ctx.report.add_section("Open-source sampling (ECOS)", key_value_html(summary) + table_html(table))
+        return MethodOutcome(history=[record], ledger=ledger, model_state=state, summary=summary,
+                             participant_rows=[{"participant": client, "train_samples": len(self.client_train),
+                                                "test_samples": len(self.client_test)}])
+
+    def serve(self, grid: Any) -> "ServerResult":
+        """The cloud's side on any grid: compress, ask for scores, select, label, train, send the model
+        down for the client's own test; the record, the final model and the summary as artefacts."""
         import time
 
         import numpy as np
 
         from cotrain.data.base import ArrayDataset
-        from cotrain.experiment.report import key_value_html, table_html
-        from cotrain.experiment.setup import participant_id
         from cotrain.models import build_model
-        from cotrain.runtime import InProcessGrid
+        from cotrain.runtime.job import ServerResult
         from cotrain.sampling.cloud import prepare_cloud
-        from cotrain.sampling.protocol import EcosClient, evaluate_at_client, run_ecos
+        from cotrain.sampling.protocol import evaluate_at_client, run_ecos
         from cotrain.seeding import derive_seed
 
         t0, cfg, seed = time.perf_counter(), self.cfg, self.cfg.run.seed
-        client = participant_id(0)
+        (client,) = grid.participant_ids()
         cloud = prepare_cloud(self.pool_x, self.settings, seed=derive_seed(seed, "ecos-cloud"))
-        grid = InProcessGrid({client: EcosClient(client, self.client_train, seed=seed, test=self.client_test)})
         result = run_ecos(grid, cloud, self.settings, client=client)
         picked = np.asarray(result.indices)
         labelled = ArrayDataset(x=self.pool_x[picked], y=self.pool_y[picked], num_classes=self.client_train.num_classes)
@@ -155,26 +204,21 @@ class OpenSourceSampling(Method):
         accuracy = evaluate_at_client(grid, model, client=client, model_name=cfg.model.name,
                                       options=dict(cfg.model.options), round=10)
         ledger = grid.ledger
+        epsilon = None if math.isinf(result.epsilon) else result.epsilon
         record = ExperimentRound(round=1, test_accuracy=accuracy, test_loss=None,  # only accuracy leaves the client
                                  seconds=time.perf_counter() - t0,
                                  bytes_up=ledger.total_bytes(direction="up"),
                                  bytes_down=ledger.total_bytes(direction="down"), participants=[client],
-                                 extra={"epsilon": None if math.isinf(result.epsilon) else result.epsilon}).to_json()
-        ctx.on_round(record)
+                                 extra={"epsilon": epsilon}).to_json()
         composition = {name: int((self.pool_source[picked] == i).sum()) for i, name in enumerate(self.sources)}
-        exact = grid._participants[client].exact_scores  # the client's own view, read for the report only
         summary = {"budget": self.settings.budget, "k": self.settings.k, "rule": self.settings.rule,
-                   "ecos_epsilon": None if math.isinf(result.epsilon) else result.epsilon, "ecos_delta": result.delta,
+                   "ecos_epsilon": epsilon, "ecos_delta": result.delta,
                    "selection_by_source": composition, "bytes_encoder": result.bytes_encoder,
                    "bytes_centroids": result.bytes_centroids, "bytes_scores": result.bytes_scores,
                    "client_test_accuracy": accuracy, "train": stats}
-        ctx.report.add_section("Open-source sampling (ECOS)", key_value_html(summary) + table_html(
-            [{"cluster": j, "exact": float(exact[j]) if exact is not None else None,
-              "noisy": round(float(result.noisy_scores[j]), 2), "allocated": int(result.allocation.counts[j])}
-             for j in np.argsort(-result.noisy_scores)[:20]]))
-        return MethodOutcome(history=[record], ledger=ledger, model_state=model.state_dict(), summary=summary,
-                             participant_rows=[{"participant": client, "train_samples": len(train),
-                                                "test_samples": len(self.client_test)}])
+        clusters = [{"cluster": int(j), "exact": None, "noisy": round(float(result.noisy_scores[j]), 2),
+                     "allocated": int(result.allocation.counts[j])} for j in np.argsort(-result.noisy_scores)[:20]]
+        return ServerResult([record], dict(model.state_dict()), {"summary": summary, "clusters": clusters})
 
     def _train(self, model: Any, labelled: Any, seed: int) -> dict[str, Any]:
         from cotrain.sampling.fixmatch import train_fixmatch, train_supervised

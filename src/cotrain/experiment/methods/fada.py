@@ -238,7 +238,7 @@ FLOWER_JOB = config_job(serve=_serve, build_participant=_fada_party, num_partici
                         participant_id=_party_id)
 
 
-@register_method("fada", section=FadaSection)
+@register_method("fada", section=FadaSection, uses=("aggregation", "attack", "defence"))
 class FederatedAdversarialDA(Method):
     """Source nodes (``[data]``) and a target node (``[fada] target_dataset``) exchanging parameters only."""
 

@@ -60,9 +60,11 @@ def epoch_json(record: "EpochRecord", participants: list[str]) -> dict[str, Any]
                                   "critical_path_seconds": record.critical_path_seconds}).to_json()
 
 
-@register_method("split", section=SplitSection)
+@register_method("split", section=SplitSection, uses=("aggregation", "attack", "defence"))
 class SplitLearning(Method):
     """Split learning between a computing centre and ``[data] participants`` agents."""
+
+    round_word = "epoch"  # one record per pass over the data, not a federated round
 
     def __init__(self, cfg: "ExperimentConfig") -> None:
         super().__init__(cfg)
@@ -130,7 +132,9 @@ class SplitLearning(Method):
             "fedavg_formula_bytes_per_epoch": cm.fedavg_bytes(k), "crossover_agents": cm.crossover_agents()}
         if s.leakage_samples:
             summary["leakage"] = self._leakage(recorder)
-        ctx.report.add_section("Split learning", key_value_html(summary))
+        ctx.report.add_section("Split learning", key_value_html({k: v for k, v in summary.items() if k != "leakage"}))
+        if s.leakage_samples:
+            ctx.report.add_table("Leakage (cut-layer activations)", [summary["leakage"]])
         return MethodOutcome(history=[epoch_json(r, ids) for r in history], ledger=grid.ledger,
                              model_state=model_state(self.model), summary=summary,
                              participant_rows=[{"participant": pid, "train_samples": len(a.train_data)}
