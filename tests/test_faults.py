@@ -202,6 +202,7 @@ def test_the_same_seed_plays_the_same_faults_and_another_seed_others(tmp_path):
     ({"faults": {"corruptions": ["zeros"]}}, "faults.corruptions[0]"),
     ({"faults": {"delay": 0.5}}, "faults.delay_s"),
     ({"faults": {"drop": 0.1}, "method": {"name": "split"}}, "faults"),
+    ({"faults": {"drop": 0.1}, "run": {"runtime": "flower-simulation"}}, "faults"),
     ({"fedavg": {"round_retries": -1}}, "fedavg.round_retries"),
     ({"fedavg": {"round_timeout_s": 0.0}}, "fedavg.round_timeout_s"),
     ({"fedavg": {"round_timeout_s": 5.0}, "run": {"runtime": "flower-simulation"}}, "fedavg.round_timeout_s"),

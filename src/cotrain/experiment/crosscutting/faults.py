@@ -2,8 +2,9 @@
 
 Every fault is drawn from the root seed (:mod:`cotrain.behaviours.faults`), so a run with faults
 is as reproducible as one without. Drops, crashes and late replies show up as ``failed`` in the
-round records, corrupt uploads as ``rejected`` with the validator's reason. FedAvg on the
-in-process runtime only (for now): there every participant is wrapped where it is built.
+round records, corrupt uploads as ``rejected`` with the validator's reason. Read by FedAvg
+(``uses``), on the in-process runtime only (for now): there every participant is wrapped where it
+is built.
 """
 
 from __future__ import annotations
@@ -53,9 +54,9 @@ class FaultsSection(Section):
     def check_fits(self, cfg: "ExperimentConfig") -> None:
         if not (self.drop or self.delay or self.corrupt or self.crash_round is not None):
             return
-        if cfg.method.name != "fedavg" or cfg.run.runtime != "inprocess":
-            raise ConfigError(f"faults: injected faults work with the fedavg method on the inprocess runtime, not "
-                              f"{cfg.method.name} on {cfg.run.runtime}", key="faults")
+        if cfg.run.runtime != "inprocess":  # (a method that does not read [faults] declines it itself)
+            raise ConfigError(f"faults: injected faults work on the inprocess runtime, not {cfg.run.runtime}",
+                              key="faults")
         from cotrain.experiment.setup import participant_id
 
         ids = {participant_id(i) for i in range(cfg.data.participants)}

@@ -96,7 +96,7 @@ FLOWER_JOB = config_job(serve=serve_fedavg, build_participant=fedavg_participant
                         participant_id=lambda cfg, i: participant_id(i))
 
 
-@register_method("fedavg", section=FedAvgSection, uses=("aggregation", "attack", "defence", "audit"))
+@register_method("fedavg", section=FedAvgSection, uses=("aggregation", "attack", "defence", "audit", "faults"))
 class FedAvg(Method):
     """FedAvg (McMahan et al., 2017) of ``[model]`` over ``[data] participants`` owners."""
 
