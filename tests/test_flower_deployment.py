@@ -25,6 +25,7 @@ from _flower_helpers import assert_nothing_left, make_node_key, make_tls  # noqa
 
 from cotrain.errors import ConfigError  # noqa: E402
 from cotrain.experiment.config import ExperimentConfig  # noqa: E402
+from cotrain.runtime.ports import free_port  # noqa: E402
 from cotrain.runtime.flower.launch import (Federation, FlowerLaunchError, Limits,  # noqa: E402
                                            run_flower_deployment)
 
@@ -176,9 +177,10 @@ def _start_intruder(runs: Path, key: Path, ca: Path, out: dict) -> None:
         out["proc"] = subprocess.Popen(
             [str(Path(sys.executable).parent / "flower-supernode"), "--root-certificates", str(ca),
              "--auth-supernode-private-key", str(key), "--superlink", address,
-             "--node-config", "partition-id=0 num-partitions=2", "--port", "0"],
+             "--node-config", "partition-id=0 num-partitions=2", "--port", str(free_port())],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"})
+            env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0",
+                 "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")})
 
 
 @pytest.mark.flower
@@ -204,10 +206,13 @@ def test_tls_and_node_authentication_admit_registered_nodes_only(tmp_path):
     try:
         result = run_experiment(cfg)
         watcher.join(timeout=10)
-        rc = intruder["proc"].wait(timeout=60)
-    finally:
-        if "proc" in intruder and intruder["proc"].poll() is None:
-            os.killpg(intruder["proc"].pid, signal.SIGKILL)
+        rc = intruder["proc"].wait(timeout=90)
+    finally:  # the intruder's group: the SuperNode and the SuperExec it started
+        if "proc" in intruder:
+            try:
+                os.killpg(intruder["proc"].pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             intruder["proc"].wait()
     # Assert: TLS served the SuperLink's certificate; only the registered nodes took part; the
     # intruder was refused activation and exited

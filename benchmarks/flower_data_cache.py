@@ -1,0 +1,104 @@
+"""Seconds per exchange on Flower's deployment engine, each SuperNode's data cache off and on.
+
+The deployment engine starts a ClientApp process per message, so without the cache every message
+loads the data set and partitions it again; with it (``[run] node_cache = true``, the default) a
+node does that once and later processes read its own partition back from its cache folder.
+FedAvg, 3 participants, every one every round, 1 local step of a small CNN, so the exchange's
+overhead dominates; MNIST (idx .gz, 60k images) and CIFAR-10 (JPEG folders, 10k images).
+
+    python benchmarks/flower_data_cache.py --threads 1 --json benchmarks/results/flower_data_cache.json
+    python benchmarks/flower_data_cache.py --quick --threads 1 --json bench_out/flower_data_cache_quick.json
+
+JSON: {"rows": [{"dataset", "node_cache", "rounds", "first_round_s", "seconds_per_exchange",
+       "seconds_per_exchange_min", "seconds_per_exchange_max", "round_seconds", "wall_s"}],
+       "build_s": {dataset: {"load_and_partition", "cache_read"}}, ...}
+``seconds_per_exchange`` is the median round time after round 1 (round 1 fills the cache); a
+round is one train exchange with every node plus the server's evaluation on 500 test images.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import environment, parser, setup_threads, write_json  # noqa: E402
+
+from cotrain.experiment import ExperimentConfig, run_experiment  # noqa: E402
+
+log = logging.getLogger("benchmarks.flower_data_cache")
+PARTICIPANTS = 3
+
+
+def make_config(dataset: str, data_dir: str, *, rounds: int, node_cache: bool, output_dir: str,
+                threads: int | None) -> ExperimentConfig:
+    return ExperimentConfig.model_validate({
+        "run": {"name": f"{dataset}-cache-{'on' if node_cache else 'off'}", "seed": 0, "output_dir": output_dir,
+                "runtime": "flower-deployment", "node_cache": node_cache, "save_model": False, "threads": threads},
+        "data": {"dataset": dataset, "data_dir": str(Path(data_dir).resolve()), "participants": PARTICIPANTS,
+                 "max_test_samples": 500},
+        "model": {"name": "small_cnn", "options": {"width": 8}},
+        "fedavg": {"rounds": rounds, "participants_per_round": PARTICIPANTS, "local_steps": 1, "batch_size": 16},
+    })
+
+
+def build_seconds(cfg: ExperimentConfig) -> dict[str, float]:
+    """One participant's data in this process: loaded and partitioned, then read from a node cache."""
+    from cotrain.experiment import setup
+    from cotrain.runtime.nodecache import use_node_cache
+
+    with tempfile.TemporaryDirectory() as folder, use_node_cache(folder):
+        setup._load_cached.cache_clear()
+        t0 = time.perf_counter()
+        setup.node_data(cfg, 0)  # a miss: load, partition, store
+        t1 = time.perf_counter()
+        setup._load_cached.cache_clear()
+        setup.node_data(cfg, 0)  # a hit
+        t2 = time.perf_counter()
+    return {"load_and_partition": t1 - t0, "cache_read": t2 - t1}
+
+
+def time_run(cfg: ExperimentConfig) -> dict:
+    t0 = time.perf_counter()
+    history = run_experiment(cfg).history
+    wall = time.perf_counter() - t0
+    seconds = [r["seconds"] for r in history]
+    steady = seconds[1:] or seconds
+    row = {"dataset": cfg.data.dataset, "node_cache": cfg.run.node_cache, "rounds": len(history),
+           "first_round_s": seconds[0], "seconds_per_exchange": statistics.median(steady),
+           "seconds_per_exchange_min": min(steady), "seconds_per_exchange_max": max(steady),
+           "round_seconds": seconds, "wall_s": wall}
+    log.info("%s, cache %s: %.2f s per exchange (round 1 %.2f s)", row["dataset"], "on" if row["node_cache"] else
+             "off", row["seconds_per_exchange"], row["first_round_s"])
+    return row
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--datasets", default="mnist,cifar10")
+    args = p.parse_args()
+    setup_threads(args)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
+    rounds = 3 if args.quick else args.rounds
+    datasets = ["mnist"] if args.quick else args.datasets.split(",")
+    rows, builds = [], {}
+    with tempfile.TemporaryDirectory() as runs:
+        for dataset in datasets:
+            builds[dataset] = build_seconds(make_config(dataset, args.data_dir, rounds=rounds, node_cache=True,
+                                                        output_dir=runs, threads=args.threads))
+            for node_cache in (False, True):
+                rows.append(time_run(make_config(dataset, args.data_dir, rounds=rounds, node_cache=node_cache,
+                                                 output_dir=runs, threads=args.threads)))
+    write_json(args.json, {"rows": rows, "build_s": builds, "participants": PARTICIPANTS, "quick": args.quick,
+                           "environment": environment()})
+
+
+if __name__ == "__main__":
+    main()
