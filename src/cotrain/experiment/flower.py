@@ -57,6 +57,30 @@ def flower_security(cfg: "ExperimentConfig", nodes: int | None = None) -> "Secur
     return security
 
 
+def write_flower_app(cfg: "ExperimentConfig", app_dir: Path, results_dir: Path) -> Path:
+    """The Flower app of ``cfg``'s method, for a SuperLink run by hand (``flwr run APP_DIR``; see
+    docs/deployment.md): the config travels in its run config, the ServerApp writes its results
+    to ``results_dir`` on the SuperLink's machine."""
+    from cotrain.errors import ConfigError
+    from cotrain.experiment.method import METHODS
+    from cotrain.experiment.prepare import require_flower
+    from cotrain.runtime.flower.launch import Limits, write_app
+    from cotrain.runtime.job import load_job
+
+    require_flower("flower-deployment")
+    job_ref = METHODS.get(cfg.method.name).flower_job
+    if job_ref is None:
+        raise ConfigError(f"method.name: the {cfg.method.name} method has no Flower job", key="method.name")
+    description = cfg.model_dump_json()
+    job = load_job(job_ref)
+    n = job.num_participants(description)
+    lim = Limits(timeout_s=cfg.run.timeout_s, reply_timeout_s=cfg.run.reply_timeout_s,
+                 node_wait_s=cfg.run.node_wait_s).resolved(
+        exchanges=job.exchanges(description) if job.exchanges else 1, participants=n, simulation=False)
+    return write_app(Path(app_dir), description, results_dir=Path(results_dir), job=job_ref,
+                     node_wait_s=float(lim.node_wait_s), reply_timeout_s=float(lim.reply_timeout_s))
+
+
 def run_on_flower(cfg: "ExperimentConfig", job_ref: str,
                   workdir: Path) -> tuple[list[dict[str, Any]], "Ledger", dict, dict[str, Any]]:
     """Run ``cfg`` with the job ``job_ref`` on ``cfg.run.runtime`` (simulation or deployment);

@@ -20,7 +20,7 @@ from cotrain.experiment.section import DataSection
 from cotrain.federated.participant import FedAvgParticipant
 from cotrain.models import BlockModel, build_model
 from cotrain.runtime.grid import Participant
-from cotrain.runtime.nodecache import node_cache
+from cotrain.runtime.nodecache import node_cache, node_setting
 from cotrain.seeding import derive_seed, numpy_rng
 
 if TYPE_CHECKING:
@@ -86,8 +86,12 @@ def node_data(cfg: "ExperimentConfig", index: int) -> ExperimentData:
     With a node cache open (a Flower SuperNode's ``cache-dir``), the node loads and partitions the
     data set once and keeps only its own partition: later processes of the node read that back,
     as a view with this participant's samples as the train split (the others' parts empty, the
-    test split empty). Without one, the whole experiment data, as in process.
+    test split empty). Without one, the whole experiment data, as in process. A node's own
+    ``data-dir`` setting replaces ``data.data_dir`` (the data set lives elsewhere on each machine).
     """
+    data_dir = node_setting("data-dir")
+    if data_dir:
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"data_dir": data_dir})})
     cache = node_cache()
     if cache is None:
         return load_experiment_data(cfg)

@@ -3,7 +3,8 @@
 Flower's deployment engine starts a fresh ClientApp process for every message, so a participant
 rebuilt per message would load and partition its data set every time. The runtime opens the
 node's cache folder for the process (:func:`use_node_cache`, from the node config's ``cache-dir``)
-and the layers above ask :func:`node_cache` for it; without one they build as before.
+and the layers above ask :func:`node_cache` for it; without one they build as before. The node's
+other settings (e.g. ``data-dir``: where this node keeps the data set) are :func:`node_setting`.
 
 Entries are plain tensors and JSON-like values (``torch.save``, read back with
 ``weights_only=True``, so a cache file cannot run code), written to a temporary file and renamed,
@@ -50,6 +51,7 @@ class NodeCache:
 
 
 _current: NodeCache | None = None
+_settings: dict[str, str] = {}
 
 
 def node_cache() -> NodeCache | None:
@@ -57,12 +59,19 @@ def node_cache() -> NodeCache | None:
     return _current
 
 
+def node_setting(name: str) -> str | None:
+    """A setting of the node this process serves (a Flower node config entry, e.g. ``data-dir``)."""
+    return _settings.get(name)
+
+
 @contextlib.contextmanager
-def use_node_cache(folder: str | Path | None) -> Iterator[NodeCache | None]:
-    """Make ``folder`` this process's node cache while the block runs (None: no cache)."""
-    global _current
-    previous, _current = _current, (NodeCache(folder) if folder else None)
+def use_node_cache(folder: str | Path | None, settings: dict[str, str] | None = None) -> Iterator[NodeCache | None]:
+    """Make ``folder`` this process's node cache (None: no cache) and ``settings`` its node's
+    settings while the block runs."""
+    global _current, _settings
+    previous = _current, _settings
+    _current, _settings = (NodeCache(folder) if folder else None), dict(settings or {})
     try:
         yield _current
     finally:
-        _current = previous
+        _current, _settings = previous

@@ -17,7 +17,8 @@ participant from the description for every message and keeps the participant's s
 (``Participant.get_state()``) in Flower's ``context.state``, because the deployment engine starts a
 fresh process per message. A node config's ``cache-dir`` is the node's disk cache
 (:mod:`cotrain.runtime.nodecache`) while the participant is built, so the node loads and
-partitions its data once, not per message.
+partitions its data once, not per message; its ``data-dir`` is where that node keeps the data
+set (overriding the config's ``data.data_dir``, a path on the server's machine).
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def handle_message(message: FlowerMessage, context: Context) -> FlowerMessage:
         return FlowerMessage(RecordDict({META_KEY: ConfigRecord({"kind": HELLO, "index": index})}),
                              reply_to=message)
     description, job = _description_and_job(context)
-    with use_node_cache(str(context.node_config.get("cache-dir", "")) or None):
+    settings = {str(k): str(v) for k, v in context.node_config.items()}
+    with use_node_cache(settings.get("cache-dir") or None, settings):
         participant = job.build_participant(description, index)
     if STATE_KEY in context.state:
         participant.set_state(record_to_state(context.state[STATE_KEY], context.state[STATE_META_KEY]))
