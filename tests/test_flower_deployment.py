@@ -92,26 +92,38 @@ def test_missing_security_files_are_one_line_errors_naming_the_key(tmp_path):
 
 # -- processes ---------------------------------------------------------------------------
 @pytest.mark.flower
-def test_ctrl_c_and_failures_leave_no_process(tmp_path, monkeypatch):
-    """KeyboardInterrupt after the SuperNodes started, and a run that fails at once: nothing is left."""
+def test_ctrl_c_sigterm_and_failures_leave_no_process(tmp_path, monkeypatch):
+    """KeyboardInterrupt or SIGTERM after the SuperNodes started, and a run out of time: nothing is left."""
     cfg = _cfg(participants=2, rounds=1)
+    launch = lambda name, **kw: run_flower_deployment(cfg.model_dump_json(), job=FEDAVG,  # noqa: E731
+                                                      num_participants=2, workdir=tmp_path / name, **kw)
 
     def interrupted(self, *args, **kwargs):
         time.sleep(2.0)  # the SuperNodes (and their SuperExec children) are up
         raise KeyboardInterrupt
 
+    def terminated(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5.0)  # the handler raises before this ends
+
     monkeypatch.setattr(Federation, "submit", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_flower_deployment(cfg.model_dump_json(), job=FEDAVG, num_participants=2, workdir=tmp_path / "a")
-    names = json.loads((tmp_path / "a" / "logs" / "pids.json").read_text())["names"]
+        launch("ctrl-c")
+    names = json.loads((tmp_path / "ctrl-c" / "logs" / "pids.json").read_text())["names"]
     assert {"superlink", "supernode-0", "supernode-1"} <= set(names)
-    assert_nothing_left(tmp_path / "a")
+    assert_nothing_left(tmp_path / "ctrl-c")
+
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        monkeypatch.setattr(Federation, "submit", terminated)
+        with pytest.raises(SystemExit) as exit_:
+            launch("sigterm")
+        assert exit_.value.code == 143 and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        assert_nothing_left(tmp_path / "sigterm")
 
     monkeypatch.undo()
     with pytest.raises(FlowerLaunchError, match=r"within 1 s \(timeout_s\)"):
-        run_flower_deployment(cfg.model_dump_json(), job=FEDAVG, num_participants=2, workdir=tmp_path / "b",
-                              limits=Limits(timeout_s=1.0))
-    assert_nothing_left(tmp_path / "b")
+        launch("timeout", limits=Limits(timeout_s=1.0))
+    assert_nothing_left(tmp_path / "timeout")
 
 
 def _kill_when_trained(workdir: Path, node: str, killed: dict) -> None:

@@ -90,8 +90,8 @@ def run_on_flower(cfg: "ExperimentConfig", job_ref: str,
 
     from cotrain.errors import RunFailedError
     from cotrain.runtime.flower.apps import ARTIFACTS_FILE
-    from cotrain.runtime.flower.launch import (FlowerTimeoutError, Limits, run_flower_deployment,
-                                               run_flower_simulation)
+    from cotrain.runtime.flower.launch import (FlowerLaunchError, FlowerTimeoutError, Limits,
+                                               run_flower_deployment, run_flower_simulation)
     from cotrain.runtime.job import load_job
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -107,8 +107,12 @@ def run_on_flower(cfg: "ExperimentConfig", job_ref: str,
             history, ledger, state = run_flower_deployment(
                 description, job=job_ref, num_participants=n, workdir=workdir, limits=limits,
                 security=flower_security(cfg, n), node_cache=cfg.run.node_cache)
-    except FlowerTimeoutError as err:
-        raise RunFailedError(f"{err}; raise run.{err.limit} to allow more") from None
+    except FlowerLaunchError as err:  # name the limits by their [run] keys
+        text = str(err)
+        for limit in ("timeout_s", "reply_timeout_s", "node_wait_s"):
+            text = text.replace(f"({limit})", f"(run.{limit})")
+        hint = f"; raise run.{err.limit} to allow more" if isinstance(err, FlowerTimeoutError) else ""
+        raise RunFailedError(text + hint) from None
     artifacts = workdir / "results" / ARTIFACTS_FILE
     extra = json.loads(artifacts.read_text(encoding="utf-8")) if artifacts.exists() else {}
     return list(history), ledger, dict(state), extra

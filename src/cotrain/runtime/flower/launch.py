@@ -14,13 +14,16 @@ its participants (:meth:`Limits.resolved`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import tomli_w
 import torch
@@ -235,7 +238,7 @@ def _launch(description: str, workdir: str | Path, *, job: str, num_participants
                           simulation=simulation)
     app_dir = write_app(workdir / "app", description, results_dir=results, job=job, node_wait_s=lim.node_wait_s,
                         reply_timeout_s=lim.reply_timeout_s)
-    with ProcessGroup(workdir / "logs") as procs:
+    with _sigterm_unwinds(), ProcessGroup(workdir / "logs") as procs:
         deadline = _Deadline(float(lim.timeout_s), procs.log_dir)
         try:
             return _run(workdir, procs, deadline, n=n, simulation=simulation, security=security,
@@ -245,6 +248,24 @@ def _launch(description: str, workdir: str | Path, *, job: str, num_participants
                 raise
             deadline.left()  # a step that gave up because the run's time was up: say so
             raise
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Where SIGTERM would end this process on the spot (its default action), make it unwind
+    instead (``SystemExit(143)``), so the process group is stopped on the way out."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def unwind(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _run(workdir: Path, procs: ProcessGroup, deadline: _Deadline, *, n: int, simulation: bool,
