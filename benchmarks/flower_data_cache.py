@@ -9,15 +9,20 @@ overhead dominates; MNIST (idx .gz, 60k images) and CIFAR-10 (JPEG folders, 10k 
     python benchmarks/flower_data_cache.py --threads 1 --json benchmarks/results/flower_data_cache.json
     python benchmarks/flower_data_cache.py --quick --threads 1 --json bench_out/flower_data_cache_quick.json
 
-JSON: {"rows": [{"dataset", "node_cache", "rounds", "first_round_s", "seconds_per_exchange",
-       "seconds_per_exchange_min", "seconds_per_exchange_max", "round_seconds", "wall_s"}],
+JSON: {"rows": [{"dataset", "node_cache", "repeat", "rounds", "first_round_s", "seconds_per_exchange",
+       "seconds_per_exchange_min", "seconds_per_exchange_max", "round_seconds", "wall_s", "cpu_s"}],
+       "summary": {dataset: {"off"/"on": {"seconds_per_exchange", "cpu_s"}, "cpu_saved_per_message_s"}},
        "build_s": {dataset: {"load_and_partition", "cache_read"}}, ...}
 ``seconds_per_exchange`` is the median round time after round 1 (round 1 fills the cache); a
 round is one train exchange with every node plus the server's evaluation on 500 test images.
+``cpu_s`` is the CPU time of every process of the run (SuperLink, SuperNodes, ServerApp, each
+ClientApp process), read by the launcher while they ran: on a shared machine it is steadier than
+wall time. Cache off and on alternate, ``--repeats`` times.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
 import sys
@@ -29,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import environment, parser, setup_threads, write_json  # noqa: E402
 
-from cotrain.experiment import ExperimentConfig, run_experiment  # noqa: E402
+from cotrain.experiment import ExperimentConfig, run_experiment, with_overrides  # noqa: E402
 
 log = logging.getLogger("benchmarks.flower_data_cache")
 PARTICIPANTS = 3
@@ -63,25 +68,41 @@ def build_seconds(cfg: ExperimentConfig) -> dict[str, float]:
     return {"load_and_partition": t1 - t0, "cache_read": t2 - t1}
 
 
-def time_run(cfg: ExperimentConfig) -> dict:
+def time_run(cfg: ExperimentConfig, repeat: int) -> dict:
     t0 = time.perf_counter()
-    history = run_experiment(cfg).history
+    result = run_experiment(cfg)
     wall = time.perf_counter() - t0
+    history = result.history
+    processes = json.loads((result.run_dir / "flower" / "logs" / "pids.json").read_text(encoding="utf-8"))
     seconds = [r["seconds"] for r in history]
     steady = seconds[1:] or seconds
-    row = {"dataset": cfg.data.dataset, "node_cache": cfg.run.node_cache, "rounds": len(history),
+    row = {"dataset": cfg.data.dataset, "node_cache": cfg.run.node_cache, "repeat": repeat, "rounds": len(history),
            "first_round_s": seconds[0], "seconds_per_exchange": statistics.median(steady),
            "seconds_per_exchange_min": min(steady), "seconds_per_exchange_max": max(steady),
-           "round_seconds": seconds, "wall_s": wall}
-    log.info("%s, cache %s: %.2f s per exchange (round 1 %.2f s)", row["dataset"], "on" if row["node_cache"] else
-             "off", row["seconds_per_exchange"], row["first_round_s"])
+           "round_seconds": seconds, "wall_s": wall, "cpu_s": processes["cpu_s"]}
+    log.info("%s, cache %s: %.2f s per exchange (round 1 %.2f s), %.1f CPU s", row["dataset"],
+             "on" if row["node_cache"] else "off", row["seconds_per_exchange"], row["first_round_s"], row["cpu_s"])
     return row
+
+
+def summarise(rows: list[dict], dataset: str) -> dict:
+    """Medians over the repeats; CPU saved per ClientApp message (rounds x participants messages
+    build a participant; the hello query builds none)."""
+    out: dict = {}
+    for cache, key in ((False, "off"), (True, "on")):
+        mine = [r for r in rows if r["dataset"] == dataset and r["node_cache"] is cache]
+        out[key] = {"seconds_per_exchange": statistics.median(r["seconds_per_exchange"] for r in mine),
+                    "cpu_s": statistics.median(r["cpu_s"] for r in mine), "runs": len(mine)}
+    messages = rows[0]["rounds"] * PARTICIPANTS
+    out["cpu_saved_per_message_s"] = (out["off"]["cpu_s"] - out["on"]["cpu_s"]) / messages
+    return out
 
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--datasets", default="mnist,cifar10")
+    p.add_argument("--repeats", type=int, default=2, help="pairs of runs (cache off, cache on) per data set")
     args = p.parse_args()
     setup_threads(args)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -93,11 +114,15 @@ def main() -> None:
         for dataset in datasets:
             builds[dataset] = build_seconds(make_config(dataset, args.data_dir, rounds=rounds, node_cache=True,
                                                         output_dir=runs, threads=args.threads))
-            for node_cache in (False, True):
-                rows.append(time_run(make_config(dataset, args.data_dir, rounds=rounds, node_cache=node_cache,
-                                                 output_dir=runs, threads=args.threads)))
-    write_json(args.json, {"rows": rows, "build_s": builds, "participants": PARTICIPANTS, "quick": args.quick,
-                           "environment": environment()})
+            for repeat in range(1 if args.quick else args.repeats):
+                for node_cache in (False, True):
+                    cfg = make_config(dataset, args.data_dir, rounds=rounds, node_cache=node_cache, output_dir=runs,
+                                      threads=args.threads)
+                    rows.append(time_run(with_overrides(cfg, {"run.name": f"{cfg.run.name}-{repeat}"}), repeat))
+    summary = {d: summarise(rows, d) for d in datasets}
+    write_json(args.json, {"rows": rows, "summary": summary, "build_s": builds, "participants": PARTICIPANTS,
+                           "quick": args.quick, "environment": environment()})
+    log.info("summary: %s", json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class ProcInfo:
     session: int
     start: int
     tagged_with: str
+    cpu_ticks: int = 0  # user + system time so far, in clock ticks
 
 
 def process_table() -> dict[int, ProcInfo]:
@@ -67,7 +69,8 @@ def process_table() -> dict[int, ProcInfo]:
         prefix = f"{TAG_VAR}=".encode()
         tag = next((v[len(prefix):].decode(errors="replace") for v in environ.split(b"\0") if v.startswith(prefix)), "")
         table[int(entry.name)] = ProcInfo(pid=int(entry.name), ppid=int(fields[1]), session=int(fields[3]),
-                                          start=int(fields[19]), tagged_with=tag)
+                                          start=int(fields[19]), tagged_with=tag,
+                                          cpu_ticks=int(fields[11]) + int(fields[12]))
     return table
 
 
@@ -87,7 +90,8 @@ def session_members(sessions: Iterable[int]) -> list[int]:
 def run_processes(log_dir: Path) -> list[int]:
     """Live processes of the run whose logs are in ``log_dir``: its sessions' members and its tagged
     processes, read from the ``pids.json`` the group keeps there (for tests and for a user's check;
-    it also names each started process's pid)."""
+    it also names each started process's pid and, once the run ended, the CPU seconds its
+    processes used)."""
     path = Path(log_dir) / PIDS_FILE
     if not path.exists():
         return []
@@ -106,9 +110,22 @@ class ProcessGroup:
         self._procs: dict[str, subprocess.Popen] = {}
         self._short: set[str] = set()
         self._seen: set[tuple[int, int]] = set()  # (pid, start time) of every descendant noticed
+        self._cpu: dict[tuple[int, int], int] = {}  # the last CPU ticks read of each
+        self._watching: threading.Event | None = None
 
     def __enter__(self) -> "ProcessGroup":
+        """Also start looking at the group every ``watch_s`` seconds from a thread, so short-lived
+        descendants (a ClientApp process per message) are noted even while the launcher blocks."""
+        self._watching = threading.Event()
+        threading.Thread(target=self._watch, name="cotrain-flower-watch", daemon=True).start()
         return self
+
+    def _watch(self, watch_s: float = 0.25) -> None:
+        while not self._watching.wait(watch_s):
+            try:
+                self.members()
+            except Exception:  # noqa: BLE001 - a look that failed (a process vanished mid-read); the next one may not
+                pass
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -123,9 +140,7 @@ class ProcessGroup:
             proc = subprocess.Popen(list(cmd), env=env, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
         self._procs[name] = proc
-        (self.log_dir / PIDS_FILE).write_text(json.dumps({"tag": self.tag, "sessions": self._sessions(),
-                                                          "names": {n: p.pid for n, p in self._procs.items()}}),
-                                              encoding="utf-8")
+        self._write_pids()
         return proc
 
     def pid(self, name: str) -> int:
@@ -186,8 +201,22 @@ class ProcessGroup:
                 if child not in found:
                     found.add(child)
                     todo.append(child)
-        self._seen |= {(pid, table[pid].start) for pid in found if pid in table}
+        for pid in found & set(table):
+            key = (pid, table[pid].start)
+            self._seen.add(key)
+            self._cpu[key] = max(self._cpu.get(key, 0), table[pid].cpu_ticks)
         return sorted(found)
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the group's processes used, as last read while they ran: each
+        process is read whenever the group looks (every check while the launcher waits), so the
+        last fraction of a second of each process's life is missed."""
+        return sum(self._cpu.values()) / os.sysconf("SC_CLK_TCK")
+
+    def _write_pids(self) -> None:
+        (self.log_dir / PIDS_FILE).write_text(json.dumps({
+            "tag": self.tag, "sessions": self._sessions(), "names": {n: p.pid for n, p in self._procs.items()},
+            "cpu_s": round(self.cpu_seconds(), 3), "processes": len(self._cpu)}), encoding="utf-8")
 
     def _signal(self, sig: signal.Signals) -> None:
         for proc in self._procs.values():
@@ -217,6 +246,9 @@ class ProcessGroup:
         """SIGTERM every member, SIGKILL what remains after ``grace_s``, and wait until none is left.
 
         The SIGKILL pass runs even when the wait is interrupted (a second Ctrl-C)."""
+        if self._watching is not None:
+            self._watching.set()
+        self.members()  # a last look at the CPU each process used
         try:
             self._signal(signal.SIGTERM)
             if self._wait_gone(grace_s):
@@ -224,5 +256,6 @@ class ProcessGroup:
         finally:
             self._signal(signal.SIGKILL)
             gone = self._wait_gone(10.0)
+            self._write_pids()
         if not gone:
             raise FlowerLaunchError(f"processes {self.members()} survived SIGKILL; logs: {self.log_dir}")
