@@ -49,11 +49,11 @@ def test_default_limits_grow_with_exchanges_and_participants():
     deployment = Limits().resolved(exchanges=3, participants=4, simulation=False)
     simulation = Limits().resolved(exchanges=5, participants=1000, simulation=True)
     given = Limits(timeout_s=9.0, node_wait_s=2.0).resolved(exchanges=3, participants=4, simulation=False)
-    # Assert: 120 + 3 * (60 + 10 * 4) = 420; 60 + 10 * 4 = 100; 60 + 2 * 4 = 68
-    assert (deployment.timeout_s, deployment.reply_timeout_s, deployment.node_wait_s) == (420.0, 100.0, 68.0)
-    # 120 + 5 * (60 + 1000) = 5420 s: ten times the 504 s a 1000-participant, 5-round run needed
-    assert (simulation.timeout_s, simulation.reply_timeout_s, simulation.node_wait_s) == (5420.0, 1060.0, 2060.0)
-    assert (given.timeout_s, given.reply_timeout_s, given.node_wait_s) == (9.0, 100.0, 2.0)
+    # Assert: 300 + 3 * (60 + 10 * 4) = 600; 300 + 10 * 4 = 340; 60 + 2 * 4 = 68
+    assert (deployment.timeout_s, deployment.reply_timeout_s, deployment.node_wait_s) == (600.0, 340.0, 68.0)
+    # 300 + 5 * (60 + 1000) = 5600 s: eleven times the 504 s a 1000-participant, 5-round run needed
+    assert (simulation.timeout_s, simulation.reply_timeout_s, simulation.node_wait_s) == (5600.0, 1300.0, 2060.0)
+    assert (given.timeout_s, given.reply_timeout_s, given.node_wait_s) == (9.0, 340.0, 2.0)
 
 
 def test_run_limits_are_config_values():

@@ -66,11 +66,11 @@ class RunSection(Section):
     output_dir: str = "runs"
     runtime: Runtime = "inprocess"
     timeout_s: float | None = Field(None, gt=0, description=(
-        "Flower engines: seconds the whole run may take, start-up included; default 120 + exchanges x "
+        "Flower engines: seconds the whole run may take, start-up included; default 300 + exchanges x "
         "(60 + k x participants), k = 1 (simulation) or 10 (deployment), exchanges = rounds for FedAvg"))
     reply_timeout_s: float | None = Field(None, gt=0, description=(
         "Flower engines: seconds an exchange waits for its replies; a node silent longer is recorded as "
-        "failed; default 60 + k x participants"))
+        "failed; default 300 + k x participants"))
     node_wait_s: float | None = Field(None, gt=0, description=(
         "Flower engines: seconds to wait for every node to connect; default 60 + 2 x participants"))
     tls: TlsSection | None = Field(None, description="flower-deployment: TLS files (off: --insecure)")

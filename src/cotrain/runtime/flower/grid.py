@@ -90,8 +90,9 @@ class FlowerMessageGrid(Grid):
         answers for a node it has missed heartbeats from (an error reply, from the SuperLink's
         node id). Flower's own ``send_and_receive`` sleeps 3 s between pulls. A pull that fails
         (the SuperLink busy) is retried until the deadline, not fatal."""
-        dst = [m.metadata.dst_node_id for m in messages]
-        node_of = {mid: node for mid, node in zip(self._grid.push_messages(messages), dst) if mid}
+        pushed = {str(i) for i in self._grid.push_messages(messages) if i}
+        # both Flower grids set each message's id as they push it (and skip or None the ones they refuse)
+        node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id in pushed}
         waiting = set(node_of)
         deadline = None if self._reply_timeout_s is None else time.monotonic() + self._reply_timeout_s
         replies: dict[int, FlowerMessage] = {}

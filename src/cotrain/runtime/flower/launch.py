@@ -61,14 +61,17 @@ class Limits:
 
     def resolved(self, *, exchanges: int, participants: int, simulation: bool) -> "Limits":
         """Defaults, from what was measured here (deployment about 7 s an exchange, a ClientApp
-        process per message; simulation 0.1 s an exchange and a participant, 10 s of Ray start-up)
-        with ample room: an exchange may take ``60 + k * participants`` seconds, ``k`` = 1
-        (simulation) or 10 (deployment); the run ``120 + exchanges * (60 + k * participants)``;
-        the nodes ``60 + 2 * participants`` to connect."""
-        per_exchange = 60.0 + (1.0 if simulation else 10.0) * participants
+        process per message; simulation 0.1 s an exchange and a participant, 10 s of Ray start-up,
+        both several times slower on a loaded machine) with ample room, ``k`` = 1 (simulation) or
+        10 (deployment): the run ``300 + exchanges * (60 + k * participants)`` seconds; one
+        exchange's replies ``300 + k * participants`` (the first one includes the nodes' start-up;
+        a node that died is answered for by the SuperLink once it missed its heartbeats, about a
+        minute, so a long wait costs little); the nodes ``60 + 2 * participants`` to connect."""
+        k = 1.0 if simulation else 10.0
         return Limits(
-            timeout_s=self.timeout_s if self.timeout_s is not None else 120.0 + max(exchanges, 1) * per_exchange,
-            reply_timeout_s=self.reply_timeout_s if self.reply_timeout_s is not None else per_exchange,
+            timeout_s=self.timeout_s if self.timeout_s is not None else
+            300.0 + max(exchanges, 1) * (60.0 + k * participants),
+            reply_timeout_s=self.reply_timeout_s if self.reply_timeout_s is not None else 300.0 + k * participants,
             node_wait_s=self.node_wait_s if self.node_wait_s is not None else 60.0 + 2.0 * participants)
 
 
