@@ -112,6 +112,7 @@ class ProcessGroup:
         self._seen: set[tuple[int, int]] = set()  # (pid, start time) of every descendant noticed
         self._cpu: dict[tuple[int, int], int] = {}  # the last CPU ticks read of each
         self._watching: threading.Event | None = None
+        self._lock = threading.Lock()  # the watcher thread and the launcher both look
 
     def __enter__(self) -> "ProcessGroup":
         """Also start looking at the group every ``watch_s`` seconds from a thread, so short-lived
@@ -148,7 +149,7 @@ class ProcessGroup:
         return self._procs[name].pid
 
     def _sessions(self) -> list[int]:
-        return [p.pid for p in self._procs.values()]
+        return [p.pid for p in list(self._procs.values())]
 
     def run_to_end(self, name: str, cmd: Sequence[str], *, env: dict[str, str], timeout_s: float) -> str:
         """Run ``cmd`` to its end; its output (also logged); raise if it fails or times out."""
@@ -187,6 +188,10 @@ class ProcessGroup:
 
     def members(self) -> list[int]:
         """Live processes of the group (see the module docstring), noting them for :meth:`stop`."""
+        with self._lock:
+            return self._members()
+
+    def _members(self) -> list[int]:
         table = process_table()
         sessions = set(self._sessions())
         children: dict[int, list[int]] = {}
@@ -194,7 +199,7 @@ class ProcessGroup:
             children.setdefault(p.ppid, []).append(p.pid)
         found = {pid for pid, p in table.items() if p.session in sessions or p.tagged_with == self.tag
                  or (pid, p.start) in self._seen}
-        found |= {p.pid for p in self._procs.values() if p.poll() is None}
+        found |= {p.pid for p in list(self._procs.values()) if p.poll() is None}
         todo = list(found)
         while todo:  # descendants, whatever their session or environment
             for child in children.get(todo.pop(), []):
@@ -211,7 +216,8 @@ class ProcessGroup:
         """CPU time (user + system) the group's processes used, as last read while they ran: each
         process is read whenever the group looks (every check while the launcher waits), so the
         last fraction of a second of each process's life is missed."""
-        return sum(self._cpu.values()) / os.sysconf("SC_CLK_TCK")
+        with self._lock:
+            return sum(self._cpu.values()) / os.sysconf("SC_CLK_TCK")
 
     def _write_pids(self) -> None:
         (self.log_dir / PIDS_FILE).write_text(json.dumps({
