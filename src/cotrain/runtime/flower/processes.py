@@ -74,6 +74,20 @@ def process_table() -> dict[int, ProcInfo]:
     return table
 
 
+def _program(pid: int) -> str:
+    """The program a process runs: the script's name for ``python script``, else the executable's."""
+    try:
+        argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    except OSError:
+        return "?"
+    if not argv:
+        return "?"
+    first = Path(argv[0]).name
+    if first.startswith("python") and len(argv) > 1 and not argv[1].startswith("-"):
+        return Path(argv[1]).name
+    return first
+
+
 def tagged_processes(prefix: str = "") -> list[int]:
     """Live processes whose ``COTRAIN_FLOWER_TAG`` starts with ``prefix`` (any tag when empty).
 
@@ -111,6 +125,7 @@ class ProcessGroup:
         self._short: set[str] = set()
         self._seen: set[tuple[int, int]] = set()  # (pid, start time) of every descendant noticed
         self._cpu: dict[tuple[int, int], int] = {}  # the last CPU ticks read of each
+        self._command: dict[tuple[int, int], str] = {}  # and its program's name
         self._watching: threading.Event | None = None
         self._lock = threading.Lock()  # the watcher thread and the launcher both look
 
@@ -210,6 +225,8 @@ class ProcessGroup:
             key = (pid, table[pid].start)
             self._seen.add(key)
             self._cpu[key] = max(self._cpu.get(key, 0), table[pid].cpu_ticks)
+            if key not in self._command:
+                self._command[key] = _program(pid)
         return sorted(found)
 
     def cpu_seconds(self) -> float:
@@ -219,10 +236,26 @@ class ProcessGroup:
         with self._lock:
             return sum(self._cpu.values()) / os.sysconf("SC_CLK_TCK")
 
+    def cpu_seconds_by_program(self) -> dict[str, float]:
+        """:meth:`cpu_seconds` by program (``flwr-clientapp``, ``flower-supernode``, ...)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out: dict[str, float] = {}
+        with self._lock:
+            for key, ticks in self._cpu.items():
+                name = self._command.get(key, "?")
+                out[name] = out.get(name, 0.0) + ticks / tick
+        return {k: round(v, 3) for k, v in sorted(out.items())}
+
     def _write_pids(self) -> None:
+        with self._lock:
+            processes = len(self._cpu)
+            by_program = {}
+            for name in self._command.values():
+                by_program[name] = by_program.get(name, 0) + 1
         (self.log_dir / PIDS_FILE).write_text(json.dumps({
             "tag": self.tag, "sessions": self._sessions(), "names": {n: p.pid for n, p in self._procs.items()},
-            "cpu_s": round(self.cpu_seconds(), 3), "processes": len(self._cpu)}), encoding="utf-8")
+            "cpu_s": round(self.cpu_seconds(), 3), "cpu_s_by_program": self.cpu_seconds_by_program(),
+            "processes": processes, "processes_by_program": dict(sorted(by_program.items()))}), encoding="utf-8")
 
     def _signal(self, sig: signal.Signals) -> None:
         for proc in self._procs.values():
