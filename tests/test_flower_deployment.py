@@ -141,6 +141,7 @@ def _kill_when_trained(workdir: Path, node: str, killed: dict) -> None:
 
 @pytest.mark.flower
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a process per message: minutes on a loaded 2-core machine
 def test_a_supernode_killed_mid_run_is_recorded_failed_and_the_run_completes(tmp_path):
     # Prepare: 3 nodes, all sampled in each of 2 rounds; node 2 is killed during round 1's training
     cfg = _cfg(participants=3, rounds=2)
@@ -197,6 +198,7 @@ def _start_intruder(runs: Path, key: Path, ca: Path, out: dict) -> None:
 
 @pytest.mark.flower
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_tls_and_node_authentication_admit_registered_nodes_only(tmp_path):
     """TLS on, authentication on (the config's run.tls and run.node_keys): the two registered nodes
     train; an unregistered node with a valid key claiming partition 0 is refused and never takes part

@@ -94,8 +94,9 @@ def _assert_nothing_left(workdir=None) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a process per message: minutes on a loaded 2-core machine
 def test_deployment_engine_equals_in_process(cfg, reference, tmp_path):
-    got = _launch(run_flower_deployment, cfg, workdir=tmp_path, timeout_s=400)
+    got = _launch(run_flower_deployment, cfg, workdir=tmp_path)
     _assert_nothing_left(tmp_path)
     _assert_same_run(got, reference)
     assert (tmp_path / "results" / "ledger.jsonl").exists()
@@ -103,7 +104,7 @@ def test_deployment_engine_equals_in_process(cfg, reference, tmp_path):
 
 @pytest.mark.skipif(_ray_available() is not None, reason=_ray_available() or "")
 def test_simulation_engine_equals_in_process(cfg, reference, tmp_path):
-    got = _launch(run_flower_simulation, cfg, workdir=tmp_path, timeout_s=400)
+    got = _launch(run_flower_simulation, cfg, workdir=tmp_path)
     _assert_nothing_left(tmp_path)
     _assert_same_run(got, reference)
     assert [r["round"] for r in reference[0]] == [1, 2, 3]
@@ -130,7 +131,7 @@ def fada_cfg() -> ExperimentConfig:
 @pytest.mark.skipif(_ray_available() is not None, reason=_ray_available() or "")
 def test_fada_on_simulation_engine_equals_in_process(fada_cfg, tmp_path):
     want = run_inprocess(fada_cfg.model_dump_json(), job=FADA)
-    got = _launch(run_flower_simulation, fada_cfg, job=FADA, workdir=tmp_path, timeout_s=400)
+    got = _launch(run_flower_simulation, fada_cfg, job=FADA, workdir=tmp_path)
     _assert_nothing_left()
     _assert_same_run(got, want)
     assert {e.receiver for e in want[1].entries if e.direction == "down"} == {"participant-000", "participant-001",
@@ -179,7 +180,7 @@ def test_an_attack_changes_the_same_participants_in_process_and_on_flower(cfg, r
     malicious = run_behaviours(attacked, 3).malicious
     assert len(malicious) == 1 and malicious[0] in [participant_id(i) for i in range(3)]
     want = run_inprocess(attacked.model_dump_json(), job=FEDAVG)
-    got = _launch(run_flower_simulation, attacked, workdir=tmp_path, timeout_s=400)
+    got = _launch(run_flower_simulation, attacked, workdir=tmp_path)
     _assert_nothing_left()
     _assert_same_run(got, want)
     # and the attack did change the run: the final model differs from the clean run's
