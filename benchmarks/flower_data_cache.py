@@ -8,13 +8,14 @@ overhead dominates; MNIST (idx .gz, 60k images) and CIFAR-10 (JPEG folders, 10k 
 
     python benchmarks/flower_data_cache.py --threads 1 --json benchmarks/results/flower_data_cache.json
     python benchmarks/flower_data_cache.py --quick --threads 1 --json bench_out/flower_data_cache_quick.json
+    python benchmarks/flower_data_cache.py --build-only --threads 1 --json benchmarks/results/flower_data_cache_build.json
 
 JSON: {"rows": [{"dataset", "node_cache", "repeat", "rounds", "first_round_s", "seconds_per_exchange",
        "seconds_per_exchange_min", "seconds_per_exchange_max", "round_seconds", "wall_s", "cpu_s",
        "clientapp_cpu_s", "clientapp_processes", "cpu_s_by_program"}],
        "summary": {dataset: {"off"/"on": {"seconds_per_exchange", "cpu_s", "clientapp_cpu_s_per_process"},
                              "clientapp_cpu_saved_per_process_s"}},
-       "build_s": {dataset: {"load_and_partition", "cache_read"}}, ...}
+       "build_s": {dataset: {"load_and_partition", "cache_read", and each "_cpu"}}, ...}
 ``seconds_per_exchange`` is the median round time after round 1 (round 1 fills the cache); a
 round is one train exchange with every node plus the server's evaluation on 500 test images.
 ``cpu_s`` is the CPU time of every process of the run (SuperLink, SuperNodes, ServerApp, each
@@ -57,19 +58,20 @@ def make_config(dataset: str, data_dir: str, *, rounds: int, node_cache: bool, o
 
 
 def build_seconds(cfg: ExperimentConfig) -> dict[str, float]:
-    """One participant's data in this process: loaded and partitioned, then read from a node cache."""
+    """One participant's data in this process, as a ClientApp process builds it: loaded and
+    partitioned (a cache miss, which also stores it), then read back from the node cache (a hit);
+    wall and CPU seconds of each."""
     from cotrain.experiment import setup
     from cotrain.runtime.nodecache import use_node_cache
 
+    out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as folder, use_node_cache(folder):
-        setup._load_cached.cache_clear()
-        t0 = time.perf_counter()
-        setup.node_data(cfg, 0)  # a miss: load, partition, store
-        t1 = time.perf_counter()
-        setup._load_cached.cache_clear()
-        setup.node_data(cfg, 0)  # a hit
-        t2 = time.perf_counter()
-    return {"load_and_partition": t1 - t0, "cache_read": t2 - t1}
+        for name in ("load_and_partition", "cache_read"):
+            setup._load_cached.cache_clear()  # a fresh process keeps nothing in memory
+            w, c = time.perf_counter(), time.process_time()
+            setup.node_data(cfg, 0)
+            out[name], out[f"{name}_cpu"] = time.perf_counter() - w, time.process_time() - c
+    return out
 
 
 def time_run(cfg: ExperimentConfig, repeat: int) -> dict:
@@ -114,6 +116,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--datasets", default="mnist,cifar10")
     p.add_argument("--repeats", type=int, default=2, help="pairs of runs (cache off, cache on) per data set")
+    p.add_argument("--build-only", action="store_true", help="only time one participant's data build, in process")
     args = p.parse_args()
     setup_threads(args)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -125,12 +128,14 @@ def main() -> None:
         for dataset in datasets:
             builds[dataset] = build_seconds(make_config(dataset, args.data_dir, rounds=rounds, node_cache=True,
                                                         output_dir=runs, threads=args.threads))
+            if args.build_only:
+                continue
             for repeat in range(1 if args.quick else args.repeats):
                 for node_cache in (False, True):
                     cfg = make_config(dataset, args.data_dir, rounds=rounds, node_cache=node_cache, output_dir=runs,
                                       threads=args.threads)
                     rows.append(time_run(with_overrides(cfg, {"run.name": f"{cfg.run.name}-{repeat}"}), repeat))
-    summary = {d: summarise(rows, d) for d in datasets}
+    summary = {d: summarise(rows, d) for d in datasets} if rows else {}
     write_json(args.json, {"rows": rows, "summary": summary, "build_s": builds, "participants": PARTICIPANTS,
                            "quick": args.quick, "environment": environment()})
     log.info("summary: %s", json.dumps(summary))
