@@ -5,7 +5,7 @@ the launcher, which stops all of them; the tests check that none is left.
 """
 
 import json
-import os
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -14,9 +14,13 @@ import torch
 
 pytest.importorskip("flwr")
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _flower_helpers import assert_nothing_left  # noqa: E402
+
 from cotrain.experiment.config import ExperimentConfig  # noqa: E402
 from cotrain.runtime.flower.launch import (FlowerLaunchError, run_flower_deployment,  # noqa: E402
-                                           run_flower_simulation, run_inprocess, tagged_processes)
+                                           run_flower_simulation, run_inprocess)
 
 pytestmark = pytest.mark.flower
 
@@ -57,19 +61,6 @@ def reference(cfg):
     return run_inprocess(cfg.model_dump_json(), job=FEDAVG)
 
 
-def _children_of_this_process() -> list[int]:
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[1]) == os.getpid() and stat[0] != "Z":
-                kids.append(int(entry.name))
-    return kids
-
-
 def _assert_same_run(got, want) -> None:
     history, ledger, state = got
     ref_history, ref_ledger, ref_state = want
@@ -98,23 +89,23 @@ def _assert_same_run(got, want) -> None:
     assert rows(ledger) == rows(ref_ledger)
 
 
-def _assert_nothing_left() -> None:
-    assert tagged_processes(f"{os.getpid()}-") == []
-    assert _children_of_this_process() == []
+def _assert_nothing_left(workdir=None) -> None:
+    assert_nothing_left(workdir)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a process per message: minutes on a loaded 2-core machine
 def test_deployment_engine_equals_in_process(cfg, reference, tmp_path):
-    got = _launch(run_flower_deployment, cfg, workdir=tmp_path, timeout_s=400)
-    _assert_nothing_left()
+    got = _launch(run_flower_deployment, cfg, workdir=tmp_path)
+    _assert_nothing_left(tmp_path)
     _assert_same_run(got, reference)
     assert (tmp_path / "results" / "ledger.jsonl").exists()
 
 
 @pytest.mark.skipif(_ray_available() is not None, reason=_ray_available() or "")
 def test_simulation_engine_equals_in_process(cfg, reference, tmp_path):
-    got = _launch(run_flower_simulation, cfg, workdir=tmp_path, timeout_s=400)
-    _assert_nothing_left()
+    got = _launch(run_flower_simulation, cfg, workdir=tmp_path)
+    _assert_nothing_left(tmp_path)
     _assert_same_run(got, reference)
     assert [r["round"] for r in reference[0]] == [1, 2, 3]
     assert len({tuple(r["participants"]) for r in reference[0]}) > 1, "sampling should vary across rounds"
@@ -140,7 +131,7 @@ def fada_cfg() -> ExperimentConfig:
 @pytest.mark.skipif(_ray_available() is not None, reason=_ray_available() or "")
 def test_fada_on_simulation_engine_equals_in_process(fada_cfg, tmp_path):
     want = run_inprocess(fada_cfg.model_dump_json(), job=FADA)
-    got = _launch(run_flower_simulation, fada_cfg, job=FADA, workdir=tmp_path, timeout_s=400)
+    got = _launch(run_flower_simulation, fada_cfg, job=FADA, workdir=tmp_path)
     _assert_nothing_left()
     _assert_same_run(got, want)
     assert {e.receiver for e in want[1].entries if e.direction == "down"} == {"participant-000", "participant-001",
@@ -150,7 +141,7 @@ def test_fada_on_simulation_engine_equals_in_process(fada_cfg, tmp_path):
 def test_timeout_stops_every_process(cfg, tmp_path):
     with pytest.raises(FlowerLaunchError):
         _launch(run_flower_deployment, cfg, workdir=tmp_path, timeout_s=2)
-    _assert_nothing_left()
+    _assert_nothing_left(tmp_path)
 
 
 @pytest.mark.skipif(_ray_available() is not None, reason=_ray_available() or "")
@@ -189,7 +180,7 @@ def test_an_attack_changes_the_same_participants_in_process_and_on_flower(cfg, r
     malicious = run_behaviours(attacked, 3).malicious
     assert len(malicious) == 1 and malicious[0] in [participant_id(i) for i in range(3)]
     want = run_inprocess(attacked.model_dump_json(), job=FEDAVG)
-    got = _launch(run_flower_simulation, attacked, workdir=tmp_path, timeout_s=400)
+    got = _launch(run_flower_simulation, attacked, workdir=tmp_path)
     _assert_nothing_left()
     _assert_same_run(got, want)
     # and the attack did change the run: the final model differs from the clean run's

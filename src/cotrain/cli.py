@@ -1,4 +1,5 @@
-"""The ``cotrain`` command: ``demo``, ``run CONFIG.toml``, ``validate CONFIG.toml``, ``datasets``.
+"""The ``cotrain`` command: ``demo``, ``run CONFIG.toml``, ``validate CONFIG.toml``, ``datasets``,
+``flower-app CONFIG.toml APP_DIR`` (a Flower app for a deployment run by hand).
 
 Input errors (a wrong config key, type or value, a TOML syntax error, a missing data file) are one
 red line and exit code 2, never a traceback.
@@ -233,6 +234,24 @@ def validate(
     if show:
         console.print(config_to_toml(cfg), markup=False, highlight=False)
     console.print(f"[green]ok[/]: {config} is a valid {cfg.method.name} experiment")
+
+
+@app.command("flower-app")
+def flower_app(
+    config: Path = typer.Argument(..., help="Experiment file (TOML)."),
+    app_dir: Path = typer.Argument(..., help="Folder to write the Flower app to."),
+    results_dir: Path = typer.Option(Path("flower-results"), "--results-dir",
+                                     help="Where the ServerApp writes history.json, ledger.jsonl, model.pt."),
+) -> None:
+    """Write CONFIG's Flower app for a SuperLink you run yourself (docs/deployment.md)."""
+    from cotrain.experiment import load_config, prepare
+    from cotrain.experiment.flower import write_flower_app
+
+    with input_errors():
+        cfg = load_config(config)
+        prepare(cfg)
+        path = write_flower_app(cfg, app_dir, results_dir.resolve())
+    console.print(f"wrote {path}; submit it with: flwr run {path} <connection>", markup=False, highlight=False)
 
 
 @app.command("list")

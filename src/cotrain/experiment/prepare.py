@@ -108,4 +108,18 @@ def require_runtime(cfg: "ExperimentConfig", allowed: tuple[str, ...], why: str)
                           f"not {cfg.run.runtime!r}: {why}", key="run.runtime")
     if cfg.run.runtime != "inprocess":
         require_flower(cfg.run.runtime)
+    check_deployment_files(cfg)
+
+
+def check_deployment_files(cfg: "ExperimentConfig") -> None:
+    """One-line :class:`ConfigError` for ``run.tls`` / ``run.node_keys`` on a runtime they do not apply
+    to, or naming a missing file."""
+    for key in ("tls", "node_keys"):
+        if getattr(cfg.run, key) is not None and cfg.run.runtime != "flower-deployment":
+            raise ConfigError(f"run.{key}: applies to runtime = \"flower-deployment\" only, not "
+                              f"{cfg.run.runtime!r}", key=f"run.{key}")
+    if cfg.run.runtime == "flower-deployment":
+        from cotrain.experiment.flower import flower_security
+
+        flower_security(cfg)
 

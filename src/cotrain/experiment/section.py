@@ -54,6 +54,14 @@ def check_name(kind: str, name: str, known: Callable[[], list[str]]) -> str:
 Runtime = Literal["inprocess", "flower-simulation", "flower-deployment"]
 
 
+class TlsSection(Section):
+    """``[run.tls]``: PEM files of the Flower deployment's TLS (see docs/deployment.md)."""
+
+    ca_certfile: str = Field(description="the CA certificate SuperNodes and the flwr CLI verify the SuperLink with")
+    certfile: str = Field(description="the SuperLink's certificate (its SAN names the address nodes dial)")
+    keyfile: str = Field(description="the SuperLink's private key")
+
+
 @register_section("run")
 class RunSection(Section):
     """``[run]``: naming, seeding and where the experiment runs."""
@@ -62,7 +70,21 @@ class RunSection(Section):
     seed: int = Field(0, ge=0)
     output_dir: str = "runs"
     runtime: Runtime = "inprocess"
-    timeout_s: float = Field(600.0, gt=0, description="flower-deployment: seconds before giving up")
+    timeout_s: float | None = Field(None, gt=0, description=(
+        "Flower engines: seconds the whole run may take, start-up included; default 300 + exchanges x "
+        "(60 + k x participants), k = 1 (simulation) or 10 (deployment), exchanges = rounds for FedAvg"))
+    reply_timeout_s: float | None = Field(None, gt=0, description=(
+        "Flower engines: seconds an exchange waits for its replies; a node silent longer is recorded as "
+        "failed; default 300 + k x participants"))
+    node_wait_s: float | None = Field(None, gt=0, description=(
+        "Flower engines: seconds to wait for every node to connect; default 60 + 2 x participants"))
+    tls: TlsSection | None = Field(None, description="flower-deployment: TLS files (off: --insecure)")
+    node_keys: list[str] | None = Field(None, min_length=1, description=(
+        "flower-deployment: node i's EC private key (OpenSSH format, its public key beside it as <file>.pub); "
+        "only these nodes may join (needs run.tls)"))
+    node_cache: bool = Field(True, description=(
+        "flower-deployment: each SuperNode loads and partitions its data once (a disk cache in the run "
+        "folder) instead of for every message"))
     save_model: bool = True
     threads: int | None = Field(None, ge=1, description="torch CPU threads for this run (default: torch's choice)")
 

@@ -7,7 +7,7 @@ participant built anywhere from the same config and id is the same participant.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ from cotrain.experiment.section import DataSection
 from cotrain.federated.participant import FedAvgParticipant
 from cotrain.models import BlockModel, build_model
 from cotrain.runtime.grid import Participant
+from cotrain.runtime.nodecache import node_cache, node_setting
 from cotrain.seeding import derive_seed, numpy_rng
 
 if TYPE_CHECKING:
@@ -79,6 +80,37 @@ def _load_cached(key: str) -> ExperimentData:
     return ExperimentData(splits=splits, parts=parts)
 
 
+def node_data(cfg: "ExperimentConfig", index: int) -> ExperimentData:
+    """Participant ``index``'s data as its own node holds it.
+
+    With a node cache open (a Flower SuperNode's ``cache-dir``), the node loads and partitions the
+    data set once and keeps only its own partition: later processes of the node read that back,
+    as a view with this participant's samples as the train split (the others' parts empty, the
+    test split empty). Without one, the whole experiment data, as in process. A node's own
+    ``data-dir`` setting replaces ``data.data_dir`` (the data set lives elsewhere on each machine).
+    """
+    data_dir = node_setting("data-dir")
+    if data_dir:
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"data_dir": data_dir})})
+    cache = node_cache()
+    if cache is None:
+        return load_experiment_data(cfg)
+    key = json.dumps({"seed": cfg.run.seed, "data": cfg.data.model_dump(mode="json"), "participant": index},
+                     sort_keys=True)
+    entry = cache.get_or_build(key, lambda: _node_entry(load_experiment_data(cfg), index))
+    local = ArrayDataset(**entry["train"])
+    parts = [np.zeros(0, dtype=np.int64) for _ in range(int(entry["participants"]))]
+    parts[index] = np.arange(len(local))
+    return ExperimentData(splits=DatasetSplits(train=local, test=local.subset([])), parts=parts)
+
+
+def _node_entry(data: ExperimentData, index: int) -> dict:
+    if not 0 <= index < len(data.parts):
+        raise ValueError(f"participant index {index} out of range 0..{len(data.parts) - 1}")
+    local = data.participant_data(index)
+    return {"train": {f.name: getattr(local, f.name) for f in fields(ArrayDataset)}, "participants": len(data.parts)}
+
+
 def build_global_model(cfg: "ExperimentConfig", data: ExperimentData) -> BlockModel:
     """The initial shared model, a function of the root seed."""
     train = data.splits.train
@@ -91,7 +123,7 @@ def build_fedavg_participant(cfg: "ExperimentConfig", index: int, data: Experime
     """Participant ``index`` of a FedAvg experiment, holding its own partition only, with the run's
     attack and defences applied (the one place FedAvg participants are built: in process and in
     Flower's client processes alike)."""
-    data = data if data is not None else load_experiment_data(cfg)
+    data = data if data is not None else node_data(cfg, index)
     if not 0 <= index < len(data.parts):
         raise ValueError(f"participant index {index} out of range 0..{len(data.parts) - 1}")
     train = data.splits.train

@@ -36,12 +36,15 @@ class FlowerJob:
         build_participant: ``build_participant(description, index) -> Participant``.
         num_participants: ``num_participants(description) -> int``, how many nodes the run needs.
         participant_id: ``participant_id(description, index) -> str``.
+        exchanges: ``exchanges(description) -> int``, about how many exchanges (``send_and_receive``
+            calls) the run makes; the launchers scale their default time limits with it (None: one).
     """
 
     serve: Callable[[Grid, str], ServerResult]
     build_participant: Callable[[str, int], Participant]
     num_participants: Callable[[str], int]
     participant_id: Callable[[str, int], str]
+    exchanges: Callable[[str], int] | None = None
 
 
 def load_job(ref: str) -> FlowerJob:

@@ -208,6 +208,11 @@ def _party_id(cfg: "ExperimentConfig", index: int) -> str:
     return "target" if index == cfg.data.participants else participant_id(index)
 
 
+def _exchanges(cfg: "ExperimentConfig") -> int:
+    """About how many exchanges a run makes: pretraining, then per round the discriminator's and two more."""
+    return cfg.fada.pretrain_rounds + cfg.fada.rounds * (cfg.fada.disc_exchanges + 2)
+
+
 def _fada_party(cfg: "ExperimentConfig", index: int) -> Any:
     """Party ``index``: source node ``index``, or the target node (index N, aggregator topology)."""
     return _fada_party_of(_cached_setup(cfg), index)
@@ -235,7 +240,7 @@ def _serve(grid: Any, cfg: "ExperimentConfig") -> Any:
 
 
 FLOWER_JOB = config_job(serve=_serve, build_participant=_fada_party, num_participants=_num_parties,
-                        participant_id=_party_id)
+                        participant_id=_party_id, exchanges=_exchanges)
 
 
 @register_method("fada", section=FadaSection, uses=("aggregation", "attack", "defence"))

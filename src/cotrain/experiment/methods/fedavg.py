@@ -92,8 +92,8 @@ def fedavg_participant(cfg: "ExperimentConfig", index: int) -> "Participant":
 
 
 FLOWER_JOB = config_job(serve=serve_fedavg, build_participant=fedavg_participant,
-                                  num_participants=lambda cfg: cfg.data.participants,
-                        participant_id=lambda cfg, i: participant_id(i))
+                        num_participants=lambda cfg: cfg.data.participants,
+                        participant_id=lambda cfg, i: participant_id(i), exchanges=lambda cfg: cfg.fedavg.rounds)
 
 
 @register_method("fedavg", section=FedAvgSection, uses=("aggregation", "attack", "defence", "audit", "faults"))

@@ -15,7 +15,10 @@ Both apps read the run config:
 A node's participant index is its node config's ``partition-id``. The client rebuilds its
 participant from the description for every message and keeps the participant's state
 (``Participant.get_state()``) in Flower's ``context.state``, because the deployment engine starts a
-fresh process per message.
+fresh process per message. A node config's ``cache-dir`` is the node's disk cache
+(:mod:`cotrain.runtime.nodecache`) while the participant is built, so the node loads and
+partitions its data once, not per message; its ``data-dir`` is where that node keeps the data
+set (overriding the config's ``data.data_dir``, a path on the server's machine).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from cotrain.runtime.flower.grid import HELLO, FlowerMessageGrid
 from cotrain.runtime.flower.records import (META_KEY, STATE_KEY, message_to_record_dict, record_dict_to_message,
                                             record_to_state, state_to_record)
 from cotrain.runtime.job import FlowerJob, ServerResult, load_job
+from cotrain.runtime.nodecache import use_node_cache
 
 STATE_META_KEY = STATE_KEY + ".meta"
 HISTORY_FILE, LEDGER_FILE, MODEL_FILE, DONE_FILE, ERROR_FILE, ARTIFACTS_FILE = (
@@ -67,7 +71,9 @@ def handle_message(message: FlowerMessage, context: Context) -> FlowerMessage:
         return FlowerMessage(RecordDict({META_KEY: ConfigRecord({"kind": HELLO, "index": index})}),
                              reply_to=message)
     description, job = _description_and_job(context)
-    participant = job.build_participant(description, index)
+    settings = {str(k): str(v) for k, v in context.node_config.items()}
+    with use_node_cache(settings.get("cache-dir") or None, settings):
+        participant = job.build_participant(description, index)
     if STATE_KEY in context.state:
         participant.set_state(record_to_state(context.state[STATE_KEY], context.state[STATE_META_KEY]))
     reply = participant.handle(record_dict_to_message(message.content))
@@ -111,6 +117,8 @@ def server_main(grid: FlowerGrid, context: Context) -> None:
                                   reply_timeout_s=timeout if timeout > 0 else None)
         result = job.serve(fgrid, description)
         write_results(folder, result, fgrid)
-    except BaseException:
-        (folder / ERROR_FILE).write_text(traceback.format_exc(), encoding="utf-8")
+    except BaseException as err:
+        # first line: the one-line reason the launcher reports; then the traceback, for the logs
+        summary = " ".join(f"{type(err).__name__}: {err}".split())
+        (folder / ERROR_FILE).write_text(f"{summary}\n{traceback.format_exc()}", encoding="utf-8")
         raise

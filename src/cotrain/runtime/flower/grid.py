@@ -13,6 +13,7 @@ carries no tensors, so it is not on the ledger.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable
 
@@ -28,6 +29,7 @@ from cotrain.runtime.ledger import Ledger
 from cotrain.runtime.message import Message
 
 HELLO = "cotrain.hello"
+log = logging.getLogger(__name__)
 IdOf = Callable[[int], str]
 
 
@@ -56,6 +58,7 @@ class FlowerMessageGrid(Grid):
         self.ledger = ledger if ledger is not None else Ledger()
         self.failures: dict[str, str] = {}
         self._reply_timeout_s = reply_timeout_s
+        self._poll_s = poll_s
         self._node_of = self._discover(expected, id_of, wait_s, poll_s)
 
     # -- node discovery ------------------------------------------------------------------
@@ -64,7 +67,8 @@ class FlowerMessageGrid(Grid):
         nodes = sorted(self._grid.get_node_ids())
         while len(nodes) < expected:
             if time.monotonic() > deadline:
-                raise FlowerRuntimeError(f"only {len(nodes)} of {expected} Flower nodes connected within {wait_s} s")
+                raise FlowerRuntimeError(f"only {len(nodes)} of {expected} Flower nodes connected within {wait_s} s "
+                                         "(node_wait_s)")
             time.sleep(poll_s)
             nodes = sorted(self._grid.get_node_ids())
         messages = [FlowerMessage(_hello_message(), node, "query", group_id="hello") for node in nodes]
@@ -78,12 +82,40 @@ class FlowerMessageGrid(Grid):
             node_of[pid] = node
         return node_of
 
+    def _send_and_receive(self, messages: list[FlowerMessage]) -> dict[int, FlowerMessage]:
+        """Push, then pull every ``poll_s`` until all replies are in or the reply timeout passes;
+        the replies by the node each message went to.
+
+        Replies are matched by the message they answer, not by their sender: the SuperLink itself
+        answers for a node it has missed heartbeats from (an error reply, from the SuperLink's
+        node id). Flower's own ``send_and_receive`` sleeps 3 s between pulls. A pull that fails
+        (the SuperLink busy) is retried until the deadline, not fatal."""
+        pushed = {str(i) for i in self._grid.push_messages(messages) if i}
+        # both Flower grids set each message's id as they push it (and skip or None the ones they refuse)
+        node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id in pushed}
+        waiting = set(node_of)
+        deadline = None if self._reply_timeout_s is None else time.monotonic() + self._reply_timeout_s
+        replies: dict[int, FlowerMessage] = {}
+        while waiting and (deadline is None or time.monotonic() < deadline):
+            try:
+                got = list(self._grid.pull_messages(waiting))
+            except Exception as err:  # noqa: BLE001 - a transient transport error; the deadline bounds it
+                log.warning("pulling replies failed (%s); retrying", err)
+                got = []
+            for reply in got:
+                mid = reply.metadata.reply_to_message_id
+                if mid in waiting:
+                    replies[node_of[mid]] = reply
+                    waiting.discard(mid)
+            if waiting:
+                time.sleep(self._poll_s)
+        return replies
+
     def _exchange(self, messages: list[FlowerMessage], *, what: str, strict: bool = True) -> dict[int, FlowerMessage]:
         """Send and wait for the replies, by node id; ``strict``: fail loudly on errors or missing replies
         (the handshake), else hand them back for the grid to record as failures."""
         wanted = {m.metadata.dst_node_id for m in messages}
-        replies = {r.metadata.src_node_id: r for r in
-                   self._grid.send_and_receive(messages, timeout=self._reply_timeout_s)}
+        replies = self._send_and_receive(messages)
         if not strict:
             return replies
         for node, reply in sorted(replies.items()):
@@ -91,7 +123,8 @@ class FlowerMessageGrid(Grid):
                 raise FlowerRuntimeError(f"node {node} failed on {what!r}: {reply.error.reason}")
         missing = sorted(wanted - set(replies))
         if missing:
-            raise FlowerRuntimeError(f"no reply to {what!r} from nodes {missing} within {self._reply_timeout_s} s")
+            raise FlowerRuntimeError(f"no reply to {what!r} from nodes {missing} within {self._reply_timeout_s} s "
+                                     "(reply_timeout_s)")
         return replies
 
     # -- Grid ----------------------------------------------------------------------------
@@ -116,7 +149,10 @@ class FlowerMessageGrid(Grid):
             if replies[node].has_error():
                 self._failed[pid] = f"node {node} failed: {replies[node].error.reason}"
                 continue
-            received[pid] = record_dict_to_message(replies[node].content)
+            try:
+                received[pid] = record_dict_to_message(replies[node].content)
+            except (KeyError, ValueError, TypeError) as err:  # a reply that is no cotrain message
+                self._failed[pid] = f"node {node} sent an unreadable reply: {err}"
         for pid in messages:
             if pid not in received and pid not in self._failed:
                 self._failed[pid] = f"no reply from node {self._node_of[pid]} within {self._reply_timeout_s} s"

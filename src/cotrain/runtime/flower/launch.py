@@ -1,31 +1,36 @@
 """Run a job (a protocol and its opaque description) on Flower's simulation or deployment engine.
 
-Both launchers start a SuperLink on a free 127.0.0.1 port (``--insecure``, runtime dependency
-installation disabled, so the apps run in this Python environment), submit the cotrain Flower app
-with ``flwr run`` (its ``FLWR_HOME`` is a folder under ``workdir``, nothing touches the user's
-home), wait for the ServerApp's result files and stop every process they started, also on error
-or timeout. They return what the in-process run returns: ``(history, ledger, final_state_dict)``, the history
-as the job's JSON round records.
+Both launchers start a SuperLink on a free 127.0.0.1 port (``--insecure`` unless TLS files are
+given, runtime dependency installation disabled, so the apps run in this Python environment),
+submit the cotrain Flower app with ``flwr run`` (its ``FLWR_HOME`` is a folder under ``workdir``,
+nothing touches the user's home), wait for the ServerApp's result files and stop every process of
+the run on every exit path (success, error, timeout, Ctrl-C; see :mod:`.processes`). They return
+what the in-process run returns: ``(history, ledger, final_state_dict)``, the history as the job's
+JSON round records.
+
+Every time limit is a parameter (:class:`Limits`); the defaults grow with the run's exchanges and
+its participants (:meth:`Limits.resolved`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
+import threading
 import time
-import uuid
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import tomli_w
 import torch
 
-from cotrain.errors import RunFailedError
 from cotrain.runtime.flower.apps import DONE_FILE, ERROR_FILE, HISTORY_FILE, LEDGER_FILE, MODEL_FILE
+from cotrain.runtime.flower.processes import FlowerLaunchError, ProcessGroup, tagged_processes
+from cotrain.runtime.flower.security import Security
 from cotrain.runtime.inprocess import InProcessGrid
 from cotrain.runtime.job import load_job
 from cotrain.runtime.ledger import Ledger
@@ -33,124 +38,56 @@ from cotrain.runtime.ports import free_port
 
 RunResult = tuple[list[dict], Ledger, dict[str, torch.Tensor]]
 CONNECTION = "cotrain"
+__all__ = ["FlowerLaunchError", "FlowerTimeoutError", "Limits", "run_flower_deployment", "run_flower_simulation",
+           "run_inprocess", "tagged_processes"]
 
 
-class FlowerLaunchError(RunFailedError):
-    """The Flower run failed, or did not finish in time; the message names the log folder."""
+class FlowerTimeoutError(FlowerLaunchError):
+    """A time limit passed; ``limit`` names it (``"timeout_s"``)."""
+
+    def __init__(self, message: str, *, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
-# -- processes ---------------------------------------------------------------------------
-TAG_VAR = "COTRAIN_FLOWER_TAG"
+@dataclass(frozen=True)
+class Limits:
+    """Seconds a Flower run may take: the whole run (start-up included), one exchange's replies,
+    and the wait for the nodes to connect. None: the default of :meth:`resolved`."""
+
+    timeout_s: float | None = None
+    reply_timeout_s: float | None = None
+    node_wait_s: float | None = None
+
+    def resolved(self, *, exchanges: int, participants: int, simulation: bool) -> "Limits":
+        """Defaults, from what was measured here (deployment about 7 s an exchange, a ClientApp
+        process per message; simulation 0.1 s an exchange and a participant, 10 s of Ray start-up,
+        both several times slower on a loaded machine) with ample room, ``k`` = 1 (simulation) or
+        10 (deployment): the run ``300 + exchanges * (60 + k * participants)`` seconds; one
+        exchange's replies ``300 + k * participants`` (the first one includes the nodes' start-up;
+        a node that died is answered for by the SuperLink once it missed its heartbeats, about a
+        minute, so a long wait costs little); the nodes ``60 + 2 * participants`` to connect."""
+        k = 1.0 if simulation else 10.0
+        return Limits(
+            timeout_s=self.timeout_s if self.timeout_s is not None else
+            300.0 + max(exchanges, 1) * (60.0 + k * participants),
+            reply_timeout_s=self.reply_timeout_s if self.reply_timeout_s is not None else 300.0 + k * participants,
+            node_wait_s=self.node_wait_s if self.node_wait_s is not None else 60.0 + 2.0 * participants)
 
 
-def tagged_processes(prefix: str = "") -> list[int]:
-    """Live processes whose ``COTRAIN_FLOWER_TAG`` starts with ``prefix`` (any tag when empty).
+class _Deadline:
+    """The whole run's deadline; :meth:`left` raises :class:`FlowerTimeoutError` once it passed."""
 
-    Every process a launcher starts, and everything those start, inherits the tag, so the sweep
-    finds them even after they detached into sessions of their own. A tag is
-    ``"<launching pid>-<random hex>"``. Linux only (reads ``/proc``); elsewhere it finds nothing.
-    """
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return []
-    needle = f"{TAG_VAR}={prefix}".encode()
-    found: list[int] = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and any(v.startswith(needle) for v in environ.split(b"\0")):
-            found.append(int(entry.name))
-    return sorted(found)
+    def __init__(self, seconds: float, log_dir: Path) -> None:
+        self.seconds, self.log_dir = seconds, log_dir
+        self._end = time.monotonic() + seconds
 
-
-class ProcessGroup:
-    """Processes started for one Flower run, with their logs; :meth:`stop` ends all of them."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = Path(log_dir)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.tag = f"{os.getpid()}-{uuid.uuid4().hex}"
-        self._procs: dict[str, subprocess.Popen] = {}
-        self._short: set[str] = set()
-
-    def __enter__(self) -> "ProcessGroup":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def environment(self) -> dict[str, str]:
-        """This process's environment plus the group's tag."""
-        return {**os.environ, TAG_VAR: self.tag}
-
-    def start(self, name: str, cmd: Sequence[str], *, env: dict[str, str]) -> subprocess.Popen:
-        """Start ``cmd`` in a session of its own, output to ``<log_dir>/<name>.log``."""
-        with open(self.log_dir / f"{name}.log", "wb") as log:
-            proc = subprocess.Popen(list(cmd), env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        self._procs[name] = proc
-        return proc
-
-    def run_to_end(self, name: str, cmd: Sequence[str], *, env: dict[str, str], timeout_s: float) -> str:
-        """Run ``cmd`` to its end; its output (also logged); raise if it fails or times out."""
-        self._short.add(name)
-        proc = self.start(name, cmd, env=env)
-        try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired as err:
-            raise FlowerLaunchError(f"`{' '.join(cmd[:2])}` did not finish in {timeout_s} s") from err
-        out = (self.log_dir / f"{name}.log").read_text(encoding="utf-8", errors="replace")
-        if rc != 0:
-            raise FlowerLaunchError(f"`{' '.join(cmd[:2])}` exited with {rc}: {out[-2000:]}")
-        return out
-
-    def wait_for_port(self, name: str, port: int, *, timeout_s: float) -> None:
-        """Wait until 127.0.0.1:``port`` accepts connections, while ``name`` stays alive."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.check_alive()
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    return
-            time.sleep(0.1)
-        raise FlowerLaunchError(f"{name} did not open port {port} within {timeout_s} s; logs: {self.log_dir}")
-
-    def check_alive(self) -> None:
-        """Raise if a long-running process of the group has exited."""
-        for name, proc in self._procs.items():
-            if name not in self._short and proc.poll() is not None:
-                tail = (self.log_dir / f"{name}.log").read_text(encoding="utf-8", errors="replace")[-3000:]
-                raise FlowerLaunchError(f"{name} exited with {proc.returncode}:\n{tail}")
-
-    def stop(self, grace_s: float = 5.0) -> None:
-        """SIGTERM every process group started and every tagged process; SIGKILL what remains."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for proc in self._procs.values():
-                if proc.poll() is None:
-                    try:
-                        os.killpg(proc.pid, sig)
-                    except (ProcessLookupError, PermissionError):
-                        pass
-            for pid in tagged_processes(self.tag):
-                try:
-                    os.kill(pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            deadline = time.monotonic() + grace_s
-            while time.monotonic() < deadline:
-                for proc in self._procs.values():
-                    proc.poll()
-                if all(p.returncode is not None for p in self._procs.values()) and not tagged_processes(self.tag):
-                    return
-                time.sleep(0.1)
-        left = tagged_processes(self.tag)
-        if left:
-            raise FlowerLaunchError(f"processes {left} survived SIGKILL")
+    def left(self, cap: float | None = None) -> float:
+        rest = self._end - time.monotonic()
+        if rest <= 0:
+            raise FlowerTimeoutError(f"the Flower run did not finish within {self.seconds:g} s (timeout_s); "
+                                     f"logs: {self.log_dir}", limit="timeout_s")
+        return rest if cap is None else min(rest, cap)
 
 
 def write_app(app_dir: Path, description: str, *, results_dir: Path, job: str,
@@ -174,15 +111,6 @@ def write_app(app_dir: Path, description: str, *, results_dir: Path, job: str,
     return app_dir
 
 
-def write_flwr_home(home: Path, superlink_port: int) -> Path:
-    """A private ``FLWR_HOME`` whose default SuperLink connection is ours."""
-    home.mkdir(parents=True, exist_ok=True)
-    config = {"superlink": {"default": CONNECTION,
-                            CONNECTION: {"address": f"127.0.0.1:{superlink_port}", "insecure": True}}}
-    (home / "config.toml").write_text(tomli_w.dumps(config), encoding="utf-8")
-    return home
-
-
 def read_results(folder: Path) -> RunResult:
     """History, ledger and final model a ServerApp wrote to ``folder``."""
     history = json.loads((folder / HISTORY_FILE).read_text(encoding="utf-8"))
@@ -200,122 +128,194 @@ def run_inprocess(description: str, *, job: str) -> RunResult:
     return list(result.history), grid.ledger, result.state_dict
 
 
-def _base_env(workdir: Path, procs: ProcessGroup) -> dict[str, str]:
-    env = procs.environment()
-    env["FLWR_HOME"] = str((workdir / "flwr_home").resolve())
-    env["FLWR_TELEMETRY_ENABLED"] = "0"
-    env["FLWR_DISABLE_UPDATE_CHECK"] = "1"
-    env["PYTHONUNBUFFERED"] = "1"
-    bindir = str(Path(sys.executable).parent)
-    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
-    return env
+class Federation:
+    """A SuperLink on a free 127.0.0.1 port, its SuperNodes and the ``flwr`` CLI connection to it,
+    all in ``procs``; ``workdir`` receives ``flwr_home/`` (the CLI's private home)."""
+
+    def __init__(self, procs: ProcessGroup, workdir: Path, *, simulation: bool = False,
+                 security: Security = Security()) -> None:
+        self.procs, self.simulation, self.security = procs, simulation, security
+        self.port = free_port()
+        self.env = procs.environment()
+        self.env.update(FLWR_HOME=str((workdir / "flwr_home").resolve()), FLWR_TELEMETRY_ENABLED="0",
+                        FLWR_DISABLE_UPDATE_CHECK="1", PYTHONUNBUFFERED="1")
+        self.env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + self.env.get("PATH", "")
+        home = Path(self.env["FLWR_HOME"])
+        home.mkdir(parents=True, exist_ok=True)
+        config = {"superlink": {"default": CONNECTION,
+                                CONNECTION: security.connection(f"127.0.0.1:{self.port}")}}
+        (home / "config.toml").write_text(tomli_w.dumps(config), encoding="utf-8")
+
+    def start_superlink(self, deadline: _Deadline) -> None:
+        cmd = ["flower-superlink", *self.security.superlink_args(), "--disable-runtime-dependency-installation",
+               "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.simulation:
+            cmd.append("--simulation")
+        self.procs.start("superlink", cmd, env=self.env)
+        self.procs.wait_for_port("superlink", self.port, timeout_s=deadline.left(60.0))
+
+    def register(self, public_key: Path, deadline: _Deadline) -> int:
+        """Register a SuperNode's public key (authentication on); its node id."""
+        name = f"register-{Path(public_key).stem}"
+        out = self.procs.run_to_end(name, ["flwr", "supernode", "register", str(public_key), CONNECTION,
+                                           "--format", "json"], env=self.env, timeout_s=deadline.left(120.0))
+        return int(_json_answer(out, "flwr supernode register")["node-id"])
+
+    def start_node(self, index: int, count: int, *, key: Path | None = None, cache_dir: Path | None = None,
+                   name: str | None = None) -> str:
+        """Start SuperNode ``index`` of ``count`` (signing with ``key``; ``cache_dir`` its node cache);
+        its process name in ``procs``."""
+        name = name or f"supernode-{index}"
+        config = f"partition-id={index} num-partitions={count}"
+        if cache_dir is not None:
+            config += f' cache-dir="{Path(cache_dir).resolve()}"'
+        self.procs.start(name, ["flower-supernode", *self.security.supernode_args(key), "--superlink",
+                                f"127.0.0.1:{self.port}", "--node-config", config, "--host", "127.0.0.1",
+                                "--port", str(free_port())], env=self.env)
+        return name
+
+    def submit(self, app_dir: Path, deadline: _Deadline, *, federation_config: Sequence[str] = ()) -> str:
+        cmd = ["flwr", "run", str(app_dir), CONNECTION, "--format", "json"]
+        for item in federation_config:
+            cmd += ["--federation-config", item]
+        payload = _json_answer(self.procs.run_to_end("flwr-run", cmd, env=self.env, timeout_s=deadline.left(120.0)),
+                               "flwr run")
+        if not payload.get("success"):
+            raise FlowerLaunchError(f"`flwr run` failed: {payload}")
+        return str(payload.get("run-id"))
+
+    def run_status(self, run_id: str, deadline: _Deadline) -> str:
+        """The SuperLink's status of ``run_id`` (``"running"``, ``"finished:failed"``, ...), or ``""``."""
+        try:
+            out = self.procs.run_to_end("flwr-ls", ["flwr", "ls", CONNECTION, "--run-id", run_id, "--format", "json"],
+                                        env=self.env, timeout_s=deadline.left(60.0))
+            runs = _json_answer(out, "flwr ls").get("runs", [])
+        except FlowerTimeoutError:
+            raise
+        except FlowerLaunchError:
+            return ""
+        return str(runs[0].get("status", "")) if runs else ""
+
+    def wait_for_results(self, run_id: str, results: Path, deadline: _Deadline, *, status_every_s: float = 15.0,
+                         may_exit: Sequence[str] = ()) -> RunResult:
+        """Wait for ``done.json``; fail fast on ``error.txt``, a dead process (but those in
+        ``may_exit``) or a run the SuperLink ended."""
+        next_status = time.monotonic() + status_every_s
+        finished_seen, status = False, ""
+        while True:
+            if (results / ERROR_FILE).exists():
+                text = (results / ERROR_FILE).read_text(encoding="utf-8")
+                raise FlowerLaunchError(f"the ServerApp failed: {text.splitlines()[0] if text else '?'}; "
+                                        f"traceback in {results / ERROR_FILE}, logs: {self.procs.log_dir}")
+            if (results / DONE_FILE).exists():
+                return read_results(results)
+            if finished_seen:
+                raise FlowerLaunchError(f"run {run_id} ended ({status}) without results; logs: {self.procs.log_dir}")
+            self.procs.check_alive(except_names=may_exit)
+            if time.monotonic() > next_status:
+                status = self.run_status(run_id, deadline)
+                finished_seen = status.startswith("finished")
+                next_status = time.monotonic() + status_every_s
+                continue
+            time.sleep(min(0.2, deadline.left()))
 
 
-def _start_superlink(procs: ProcessGroup, env: dict[str, str], port: int, *, simulation: bool) -> None:
-    cmd = ["flower-superlink", "--insecure", "--disable-runtime-dependency-installation",
-           "--host", "127.0.0.1", "--port", str(port)]
-    if simulation:
-        cmd.append("--simulation")
-    procs.start("superlink", cmd, env=env)
-    procs.wait_for_port("superlink", port, timeout_s=60.0)
-
-
-def _submit(procs: ProcessGroup, env: dict[str, str], app_dir: Path, *,
-            federation_config: Sequence[str] = ()) -> str:
-    cmd = ["flwr", "run", str(app_dir), CONNECTION, "--format", "json"]
-    for item in federation_config:
-        cmd += ["--federation-config", item]
-    out = procs.run_to_end("flwr-run", cmd, env=env, timeout_s=120.0)
+def _json_answer(out: str, what: str) -> dict:
     try:
-        start = out.index("{")
-        payload = json.loads(out[start:out.rindex("}") + 1])
+        return json.loads(out[out.index("{"):out.rindex("}") + 1])
     except ValueError as err:
-        raise FlowerLaunchError(f"`flwr run` gave no JSON answer: {out[-2000:]}") from err
-    if not payload.get("success"):
-        raise FlowerLaunchError(f"`flwr run` failed: {payload}")
-    return str(payload.get("run-id"))
+        raise FlowerLaunchError(f"`{what}` gave no JSON answer: {out[-2000:]}") from err
 
 
-def _run_status(procs: ProcessGroup, env: dict[str, str], run_id: str) -> str:
-    """The SuperLink's status of ``run_id`` (``"running"``, ``"finished:failed"``, ...), or ``""``."""
-    try:
-        out = procs.run_to_end("flwr-ls", ["flwr", "ls", CONNECTION, "--run-id", run_id, "--format", "json"],
-                               env=env, timeout_s=60.0)
-        runs = json.loads(out[out.index("{"):out.rindex("}") + 1]).get("runs", [])
-    except (FlowerLaunchError, ValueError):
-        return ""
-    return str(runs[0].get("status", "")) if runs else ""
-
-
-def _wait_for_results(procs: ProcessGroup, env: dict[str, str], run_id: str, results: Path,
-                      timeout_s: float, status_every_s: float = 15.0) -> RunResult:
-    """Wait for ``done.json``; fail fast on ``error.txt``, a dead process or a run the SuperLink ended."""
-    deadline = time.monotonic() + timeout_s
-    next_status = time.monotonic() + status_every_s
-    finished_seen, status = False, ""
-    while time.monotonic() < deadline:
-        if (results / ERROR_FILE).exists():
-            raise FlowerLaunchError(f"the ServerApp failed:\n{(results / ERROR_FILE).read_text(encoding='utf-8')}"
-                                    f"\nlogs: {procs.log_dir}")
-        if (results / DONE_FILE).exists():
-            return read_results(results)
-        if finished_seen:
-            raise FlowerLaunchError(f"run {run_id} ended ({status}) without results; logs: {procs.log_dir}")
-        procs.check_alive()
-        if time.monotonic() > next_status:
-            status = _run_status(procs, env, run_id)
-            finished_seen = status.startswith("finished")
-            next_status = time.monotonic() + status_every_s
-            continue
-        time.sleep(0.2)
-    raise FlowerLaunchError(f"no results in {results} after {timeout_s} s; logs: {procs.log_dir}")
-
-
-def _launch(description: str, workdir: str | Path, *, job: str, num_participants: int, timeout_s: float,
-            simulation: bool, cpus_per_client: int = 1) -> RunResult:
+def _launch(description: str, workdir: str | Path, *, job: str, num_participants: int, simulation: bool,
+            limits: Limits, security: Security = Security(), cpus_per_client: int = 1,
+            node_cache: bool = True) -> RunResult:
     workdir = Path(workdir)
     results = workdir / "results"
     for name in (DONE_FILE, ERROR_FILE):
         (results / name).unlink(missing_ok=True)
-    app_dir = write_app(workdir / "app", description, results_dir=results, job=job, node_wait_s=timeout_s,
-                        reply_timeout_s=timeout_s)
     n = num_participants
-    with ProcessGroup(workdir / "logs") as procs:
-        env = _base_env(workdir, procs)
-        port = free_port()
-        write_flwr_home(Path(env["FLWR_HOME"]), port)
-        _start_superlink(procs, env, port, simulation=simulation)
-        if simulation:
-            federation = [f"num-supernodes={n}", f"client-resources-num-cpus={cpus_per_client}",
-                          "client-resources-num-gpus=0.0"]
-        else:
-            federation = []
-            for i in range(n):
-                procs.start(f"supernode-{i}", [
-                    "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{port}",
-                    "--node-config", f"partition-id={i} num-partitions={n}",
-                    "--host", "127.0.0.1", "--port", str(free_port())], env=env)
-        run_id = _submit(procs, env, app_dir, federation_config=federation)
-        return _wait_for_results(procs, env, run_id, results, timeout_s)
+    security.check(None if simulation else n)
+    j = load_job(job)
+    lim = limits.resolved(exchanges=j.exchanges(description) if j.exchanges else 1, participants=n,
+                          simulation=simulation)
+    app_dir = write_app(workdir / "app", description, results_dir=results, job=job, node_wait_s=lim.node_wait_s,
+                        reply_timeout_s=lim.reply_timeout_s)
+    with _sigterm_unwinds(), ProcessGroup(workdir / "logs") as procs:
+        deadline = _Deadline(float(lim.timeout_s), procs.log_dir)
+        try:
+            return _run(workdir, procs, deadline, n=n, simulation=simulation, security=security,
+                        app_dir=app_dir, cpus_per_client=cpus_per_client, node_cache=node_cache)
+        except FlowerLaunchError as err:
+            if isinstance(err, FlowerTimeoutError):
+                raise
+            deadline.left()  # a step that gave up because the run's time was up: say so
+            raise
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Where SIGTERM would end this process on the spot (its default action), make it unwind
+    instead (``SystemExit(143)``), so the process group is stopped on the way out."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def unwind(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _run(workdir: Path, procs: ProcessGroup, deadline: _Deadline, *, n: int, simulation: bool,
+         security: Security, app_dir: Path, cpus_per_client: int, node_cache: bool) -> RunResult:
+    federation = Federation(procs, workdir, simulation=simulation, security=security)
+    federation.start_superlink(deadline)
+    options, nodes = [], []
+    if simulation:
+        options = [f"num-supernodes={n}", f"client-resources-num-cpus={cpus_per_client}",
+                   "client-resources-num-gpus=0.0"]
+    else:
+        for i in range(n):
+            key = Path(security.node_keys[i]) if security.node_keys else None
+            if key is not None:
+                federation.register(security.public_key(key), deadline)
+            cache = workdir / "node-cache" / f"node-{i}" if node_cache else None
+            nodes.append(federation.start_node(i, n, key=key, cache_dir=cache))
+    run_id = federation.submit(app_dir, deadline, federation_config=options)
+    # a SuperNode that dies is a participant that fails (the grid records it), not a failed run
+    return federation.wait_for_results(run_id, workdir / "results", deadline, may_exit=nodes)
 
 
 def run_flower_simulation(description: str, *, job: str, num_participants: int, workdir: str | Path,
-                          timeout_s: float = 600.0, cpus_per_client: int = 1) -> RunResult:
+                          limits: Limits = Limits(), timeout_s: float | None = None,
+                          cpus_per_client: int = 1) -> RunResult:
     """Run ``job`` on Flower's simulation engine: a SuperLink in simulation mode, Ray actors as nodes.
 
     ``description`` is handed unread to the job in every app process. ``workdir`` receives ``app/``
-    (the Flower app), ``flwr_home/``, ``logs/`` and ``results/``.
+    (the Flower app), ``flwr_home/``, ``logs/`` and ``results/``. ``timeout_s`` overrides
+    ``limits.timeout_s``.
     """
-    return _launch(description, workdir, job=job, num_participants=num_participants, timeout_s=timeout_s,
+    limits = replace(limits, timeout_s=timeout_s) if timeout_s is not None else limits
+    return _launch(description, workdir, job=job, num_participants=num_participants, limits=limits,
                    simulation=True, cpus_per_client=cpus_per_client)
 
 
 def run_flower_deployment(description: str, *, job: str, num_participants: int, workdir: str | Path,
-                          timeout_s: float = 600.0) -> RunResult:
+                          limits: Limits = Limits(), timeout_s: float | None = None,
+                          security: Security = Security(), node_cache: bool = True) -> RunResult:
     """Run ``job`` on Flower's deployment engine: a SuperLink and one SuperNode process per participant,
-    SuperNode ``i`` started with ``--node-config "partition-id=i num-partitions=N"``.
+    SuperNode ``i`` started with ``--node-config "partition-id=i num-partitions=N cache-dir=..."``
+    (``node_cache=False``: no ``cache-dir``, every message rebuilds the participant's data).
 
-    ``workdir`` receives ``app/`` (the Flower app), ``flwr_home/``, ``logs/`` and ``results/``.
+    ``security``: TLS and node authentication (each node key registered before its node starts).
+    ``workdir`` receives ``app/`` (the Flower app), ``flwr_home/``, ``logs/``, ``node-cache/`` and
+    ``results/``. ``timeout_s`` overrides ``limits.timeout_s``.
     """
-    return _launch(description, workdir, job=job, num_participants=num_participants, timeout_s=timeout_s,
-                   simulation=False)
+    limits = replace(limits, timeout_s=timeout_s) if timeout_s is not None else limits
+    return _launch(description, workdir, job=job, num_participants=num_participants, limits=limits,
+                   simulation=False, security=security, node_cache=node_cache)
