@@ -49,8 +49,7 @@ def test_ecos_on_flower_equals_in_process(tmp_path):
                                                  "ecos.budget": 60, "ecos.k": 8, "ecos.train_steps": 30})
     # Execute
     local = run_experiment(with_overrides(base, {"run.name": "local"}))
-    remote = run_experiment(with_overrides(base, {"run.name": "remote", "run.runtime": "flower-simulation",
-                                                  "run.timeout_s": 400}))
+    remote = run_experiment(with_overrides(base, {"run.name": "remote", "run.runtime": "flower-simulation"}))
     # Assert: the same selection, model accuracy, spend and bytes, message for message
     a, b = local.summary, remote.summary
     for key in ("selection_by_source", "client_test_accuracy", "ecos_epsilon", "bytes_encoder", "bytes_centroids",

@@ -41,8 +41,7 @@ def test_credit_groups_under_attack_on_flower_equals_in_process(tmp_path):
     description = cfg.model_dump_json()
     # Execute
     want_history, _, want_state = run_inprocess(description, job=JOB)
-    history, ledger, state = run_flower_simulation(description, job=JOB, num_participants=6, workdir=tmp_path,
-                                                   timeout_s=400)
+    history, ledger, state = run_flower_simulation(description, job=JOB, num_participants=6, workdir=tmp_path)
     # Assert: the rule saw the same uploads and decided the same, round by round (and it did decide:
     # the scores differ and someone was excluded, so equal records are not equal defaults)
     assert len(set(want_history[0]["aggregation"]["scores"].values())) > 1

@@ -119,7 +119,7 @@ def _serve(grid: Any, cfg: "ExperimentConfig") -> "ServerResult":
 
 
 FLOWER_JOB = config_job(serve=_serve, build_participant=_client, num_participants=lambda cfg: 1,
-                        participant_id=_client_id)
+                        participant_id=_client_id, exchanges=lambda cfg: 4)  # offer, encoder, scores, evaluation
 
 
 @register_method("ecos", section=EcosSection)
