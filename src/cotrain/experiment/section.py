@@ -46,7 +46,7 @@ def check_name(kind: str, name: str, known: Callable[[], list[str]]) -> str:
     return name
 
 
-Runtime = Literal["inprocess", "flower-simulation", "flower-deployment"]
+Runtime = Literal["inprocess", "parallel", "flower-simulation", "flower-deployment"]
 
 
 @register_section("run")
@@ -59,7 +59,9 @@ class RunSection(Section):
     runtime: Runtime = "inprocess"
     timeout_s: float = Field(600.0, gt=0, description="flower-deployment: seconds before giving up")
     save_model: bool = True
-    threads: int | None = Field(None, ge=1, description="torch CPU threads for this run (default: torch's choice)")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads for this run (default: torch's choice); "
+                                "parallel: per worker (default: cores / workers)")
+    workers: int | None = Field(None, ge=1, description="parallel: worker processes (default: the core count)")
 
     @field_validator("name")
     @classmethod
