@@ -3,6 +3,7 @@
 import math
 import weakref
 
+import numpy as np
 import pytest
 import torch
 from _transfer_fixtures import fada_experiment_config
@@ -141,3 +142,15 @@ def test_a_participants_failure_is_recorded_and_the_others_reply():
         replies = grid.send_and_receive({"f0": Message("train"), "f1": Message("train")}, round=1,
                                         allow_failures=True)
     assert list(replies) == ["f0"] and grid.failures == {"f1": "RuntimeError: f1 broke"}
+
+
+def test_a_federation_larger_than_its_data_set_partitions_samples_drawn_with_replacement():
+    from cotrain.experiment.setup import load_experiment_data
+
+    cfg = config_from_dict({"data": {"participants": 50, "samples_with_replacement": 1000,
+                                     "options": {"n_train": 100, "n_test": 20, "num_domains": 1}}})
+    data = load_experiment_data(cfg)
+    # 1000 draws cut into 50 iid parts of 20, indexing the 100 samples, which are not copied 10 times
+    assert [len(p) for p in data.parts] == [20] * 50 and len(data.splits.train) == 100
+    drawn = torch.as_tensor(np.concatenate(data.parts))
+    assert drawn.max() < 100 and len(drawn.unique()) <= 100 < len(drawn) == 1000

@@ -107,6 +107,9 @@ class DataSection(Section):
     partition_options: dict[str, Any] = Field(default_factory=dict)
     max_train_samples: int | None = Field(None, ge=1)
     max_test_samples: int | None = Field(None, ge=1)
+    samples_with_replacement: int | None = Field(
+        None, ge=1, description="partition this many training samples drawn with replacement (a federation "
+        "larger than the data set); participants then share samples")
 
     @field_validator("dataset")
     @classmethod

@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from cotrain.behaviours import BehaviourSpec, behave
 from cotrain.data import load_dataset, partition
@@ -74,9 +75,22 @@ def _load_cached(key: str) -> ExperimentData:
     splits = load_dataset(d.dataset, data_dir=d.data_dir, **options)
     splits = DatasetSplits(train=cap(splits.train, d.max_train_samples, seed, "train"),
                            test=cap(splits.test, d.max_test_samples, seed, "test"))
-    parts = partition(d.partition, splits.train, d.participants, seed=derive_seed(seed, "partition"),
-                      **d.partition_options)
-    return ExperimentData(splits=splits, parts=parts)
+    if d.samples_with_replacement is None:
+        parts = partition(d.partition, splits.train, d.participants, seed=derive_seed(seed, "partition"),
+                          **d.partition_options)
+        return ExperimentData(splits=splits, parts=parts)
+    drawn = numpy_rng(seed, "with-replacement").choice(len(splits.train), size=d.samples_with_replacement)
+    parts = partition(d.partition, _keys_only(splits.train, drawn), d.participants,
+                      seed=derive_seed(seed, "partition"), **d.partition_options)
+    return ExperimentData(splits=splits, parts=[np.sort(drawn[p]) for p in parts])
+
+
+def _keys_only(ds: ArrayDataset, idx: np.ndarray) -> ArrayDataset:
+    """The samples ``idx`` of ``ds`` without their inputs: what a partitioner reads (labels, attributes,
+    domains), so a resampled set larger than the data set is never materialised."""
+    t = torch.as_tensor(idx)
+    return ArrayDataset(x=ds.x.new_empty((len(idx), 0)), y=ds.y[t], attributes={k: v[t] for k, v in ds.attributes.items()},
+                        domain=None if ds.domain is None else ds.domain[t], name=ds.name, num_classes=ds.num_classes)
 
 
 def build_global_model(cfg: "ExperimentConfig", data: ExperimentData) -> BlockModel:
