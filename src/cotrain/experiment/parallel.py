@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from cotrain.runtime.parallel import ParallelGrid, ParticipantFactory
 
 if TYPE_CHECKING:
-    from cotrain.behaviours import BehaviourSpec
     from cotrain.experiment.config import ExperimentConfig
-    from cotrain.experiment.setup import ExperimentData
-    from cotrain.runtime.grid import Participant
 
 
 def worker_count(cfg: "ExperimentConfig") -> int:
@@ -34,20 +30,6 @@ def parallel_grid(cfg: "ExperimentConfig", factory: ParticipantFactory, ids: Seq
                   work: Mapping[str, float] | None = None) -> ParallelGrid:
     """The run's :class:`ParallelGrid` over ``factory`` (``ids[i]`` is ``factory(i)``'s id)."""
     return ParallelGrid(factory, ids, workers=worker_count(cfg), threads=worker_threads(cfg), work=work)
-
-
-@dataclass
-class FedAvgFactory:
-    """FedAvg participant ``index`` of ``cfg``, built from data loaded once (the one builder, as in process)."""
-
-    cfg: "ExperimentConfig"
-    data: "ExperimentData"
-    behaviours: "BehaviourSpec"
-
-    def __call__(self, index: int) -> "Participant":
-        from cotrain.experiment.setup import build_fedavg_participant
-
-        return build_fedavg_participant(self.cfg, index, self.data, self.behaviours)
 
 
 class GridParticipants(Mapping):

@@ -82,6 +82,7 @@ def _handle_jobs(factory: ParticipantFactory, jobs: list[_Job], messages: dict[i
 
 def _worker_main(conn, factory: ParticipantFactory, threads: int) -> None:
     torch.set_num_threads(threads)
+    conn.send_bytes(b"ready")  # imports done and the factory unpickled: start-up is not a round's time
     while True:
         try:
             request = conn.recv_bytes()
@@ -143,6 +144,8 @@ class ParallelGrid(Grid):
         self._conns: list = [None] * workers
         for w in range(workers):
             self._start(w)
+        for w in range(workers):
+            self._ready(w)
         self._finalizer = weakref.finalize(self, _shutdown, self._procs, self._conns)
 
     def _start(self, w: int) -> None:
@@ -152,6 +155,15 @@ class ParallelGrid(Grid):
         proc.start()
         child.close()
         self._procs[w], self._conns[w] = proc, parent
+
+    def _ready(self, w: int) -> None:
+        try:
+            self._conns[w].recv_bytes()
+        except (EOFError, OSError) as exc:
+            self._procs[w].join(timeout=5)
+            _shutdown(self._procs, self._conns)
+            raise RuntimeError(f"parallel worker {w} did not start (exit code {self._procs[w].exitcode}); "
+                               "its traceback is above") from exc
 
     def participant_ids(self) -> list[str]:
         return sorted(self._index)
@@ -209,6 +221,7 @@ class ParallelGrid(Grid):
             self._failed[pid] = why
         self._procs[w].join(timeout=1)
         self._start(w)
+        self._ready(w)
 
     def close(self) -> None:
         """Stop the workers (idempotent)."""

@@ -22,12 +22,12 @@ from cotrain.experiment.method import Method, MethodOutcome, RunContext, RoundJS
 from cotrain.experiment.prepare import check_model_options, prepare_data, require_runtime, server_data, under_key
 from cotrain.experiment.records import round_json
 from cotrain.experiment.section import Section
-from cotrain.experiment.setup import (build_fedavg_participant, build_global_model, participant_id,
+from cotrain.experiment.setup import (build_fedavg_participant, build_global_model, fedavg_factory, participant_id,
                                       run_behaviours)
 from cotrain.federated import FedAvgSettings, evaluate, model_state, run_fedavg
 from cotrain.runtime import InProcessGrid
 from cotrain.experiment.flower import config_job
-from cotrain.experiment.parallel import FedAvgFactory, GridParticipants, parallel_grid
+from cotrain.experiment.parallel import GridParticipants, parallel_grid
 from cotrain.runtime.job import ServerResult
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ class FedAvg(Method):
         if self.cfg.run.runtime == "inprocess":
             return InProcessGrid(dict(self.participants))
         ids = list(self.participants)
-        grid = parallel_grid(self.cfg, FedAvgFactory(self.cfg, self.data, self.behaviours), ids,
+        grid = parallel_grid(self.cfg, fedavg_factory(self.cfg, self.data, self.behaviours), ids,
                              work={pid: len(part) for pid, part in zip(ids, self.data.parts)})
         self.participants.grid = grid  # type: ignore[attr-defined]
         return grid
