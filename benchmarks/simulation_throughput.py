@@ -76,14 +76,52 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         from cotrain.experiment import run_experiment
 
         marks: list[float] = []
-        result = run_experiment(cfg, progress=lambda done, total, record: marks.append(time.time()))
+        cpu: list[dict[int, float]] = []
+
+        def progress(done: int, total: int, record: Any) -> None:
+            marks.append(time.time())
+            cpu.append(tree_cpu())
+
+        result = run_experiment(cfg, progress=progress)
         seconds = [r["seconds"] for r in result.history]
         end = time.time()
         # in process: up to the first round's start; on Flower the records come back at the end,
         # so start-up there is everything but the rounds (shut-down included)
         startup = (marks[1] - seconds[0] - launched if system != "flower_simulation"
                    else end - sum(seconds) - launched)
-        return {"rounds": seconds, "startup_s": startup, "final_accuracy": result.history[-1]["test_accuracy"]}
+        return {"rounds": seconds, "startup_s": startup, "final_accuracy": result.history[-1]["test_accuracy"],
+                **({"cpu_rounds": critical_cpu(cpu[1:])} if system != "flower_simulation" else {})}
+
+
+def tree_cpu() -> dict[int, float]:
+    """CPU seconds (user + system) of this process and each of its descendants, by pid."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, seconds = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(entry.name)], seconds[int(entry.name)] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+    mine, frontier = {os.getpid()}, [os.getpid()]
+    while frontier:
+        kids = [p for p, pp in parent.items() if pp in frontier and p not in mine]
+        mine.update(kids)
+        frontier = kids
+    return {p: seconds[p] for p in mine}
+
+
+def critical_cpu(marks: list[dict[int, float]]) -> list[float]:
+    """Per round after the first (between consecutive round ends; the first holds the workers'
+    start-up), this process's CPU seconds plus the busiest other process's: the round's wall time
+    were every process on a core of its own, which contention on a shared machine hides."""
+    me, out = os.getpid(), []
+    for before, after in zip(marks, marks[1:]):
+        delta = {p: c - before.get(p, 0.0) for p, c in after.items()}
+        out.append(delta.get(me, 0.0) + max((d for p, d in delta.items() if p != me), default=0.0))
+    return out
 
 
 def floor(cfg: Any, launched: float) -> dict[str, Any]:
@@ -103,8 +141,9 @@ def floor(cfg: Any, launched: float) -> dict[str, Any]:
     examples = sum(len(d) for d in local)
     seconds, accuracy = [], float("nan")
     startup = time.time() - launched
+    cpu = []
     for rnd in range(1, s.rounds + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         start = {k: v.clone() for k, v in model.state_dict().items()}
         total = {k: torch.zeros_like(v) for k, v in start.items()}
         for i, d in enumerate(local):
@@ -125,7 +164,8 @@ def floor(cfg: Any, launched: float) -> dict[str, Any]:
                           for j in range(0, len(test), 1024))
         accuracy = correct / len(test)
         seconds.append(time.perf_counter() - t0)
-    return {"rounds": seconds, "startup_s": startup, "final_accuracy": accuracy}
+        cpu.append(time.process_time() - c0)
+    return {"rounds": seconds, "startup_s": startup, "final_accuracy": accuracy, "cpu_rounds": cpu[1:]}
 
 
 def pfl(cfg: Any, spec: dict[str, Any], out: str) -> dict[str, Any]:
@@ -218,13 +258,15 @@ def kill_tagged(tag: str) -> None:
 def row(job: str, system: str, n: int, workers: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
     good = [r for r in runs if "error" not in r]
     base = {"job": job, "system": system, "n": n, "workers": 1 if system in ("floor", "cotrain_sequential") else workers,
-            "threads": 1, "runs": len(runs)}
+            "threads": 1, "runs": len(runs), "rounds_per_run": len(runs[0].get("rounds", [])) if runs else 0}
     if not good:
         return {**base, "seconds_per_round": None, "seconds_per_round_min": None, "seconds_per_round_max": None,
                 "startup_s": None, "peak_rss_mb": max((r.get("peak_rss_mb", 0) for r in runs), default=None),
                 "final_accuracy": None, "error": runs[-1]["error"] if runs else "not run"}
     # several runs: each run's mean round; one run: its rounds
     values = [statistics.fmean(r["rounds"]) for r in good] if len(good) > 1 else good[0]["rounds"]
+    cpu = [c for r in good for c in r.get("cpu_rounds", [])]
+    base["cpu_seconds_per_round"] = round(statistics.median(cpu), 4) if cpu else None
     return {**base, "seconds_per_round": round(statistics.median(values), 4),
             "seconds_per_round_min": round(min(values), 4), "seconds_per_round_max": round(max(values), 4),
             "startup_s": round(statistics.median(r["startup_s"] for r in good), 2),
@@ -250,9 +292,15 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel workers, Flower actors, pfl ranks")
     p.add_argument("--runs", type=int, default=3, help="fresh runs per measurement below N = 1000")
     p.add_argument("--pfl-python", default="/work/pflvenv/bin/python", help="python of pfl's own virtual environment")
+    p.add_argument("--table", default=None, help="print the markdown table of a results JSON and exit")
+    p.add_argument("--big-rounds", type=int, default=3, help="rounds of the one run at N = 1000")
+    p.add_argument("--append", action="store_true", help="keep the rows already in --json; measure only the rest")
     args = p.parse_args()
     if args.child:
         write_json(args.json, child(json.loads(args.child)))
+        return
+    if args.table:
+        print(markdown_table(json.loads(Path(args.table).read_text())["rows"]))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cells = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cells.split(",")]
@@ -260,15 +308,22 @@ def main() -> None:
         cells = [(job, n) for job, n in cells if n == 10]
     systems = args.systems.split(",")
     load_start, started = os.getloadavg(), time.time()
-    notes, rows = [], []
+    notes, rows, earlier = [], [], {}
+    if args.append and args.json and Path(args.json).exists():
+        before = json.loads(Path(args.json).read_text())
+        rows, notes = [r for r in before["rows"] if r["seconds_per_round"] is not None], before["notes"]
+        load_start, earlier = tuple(before["load_average"]["start"]), before
+        started -= before["wall_s"]
     if "pfl" in systems and not Path(args.pfl_python).exists():
         systems.remove("pfl")
         notes.append(f"pfl skipped: no {args.pfl_python} (python3 -m venv /work/pflvenv && "
                      "/work/pflvenv/bin/pip install torch==2.13.0 pfl==0.6.0)")
     data_dir = str(Path(args.data_dir).resolve())
     for job, n in cells:
-        rounds, runs = (3, 1) if n >= 1000 else ((2, 1) if args.quick else (2, args.runs))
+        rounds, runs = (args.big_rounds, 1) if n >= 1000 else ((2, 1) if args.quick else (2, args.runs))
         for system in systems:
+            if any((r["job"], r["system"], r["n"]) == (job, system, n) for r in rows):
+                continue
             spec = {"job": job, "system": system, "n": n, "rounds": rounds, "workers": args.workers,
                     "data_dir": data_dir, "pfl_python": args.pfl_python}
             measured = []
@@ -280,8 +335,25 @@ def main() -> None:
                     break
             rows.append(row(job, system, n, args.workers, measured))
             log.info("%s", rows[-1])
-            write_json(args.json, summary(args, rows, notes, load_start, started, partial=True))
-    write_json(args.json, summary(args, rows, notes, load_start, started, partial=False))
+            write_json(args.json, summary(args, rows, notes, load_start, started, partial=True, earlier=earlier))
+    write_json(args.json, summary(args, rows, notes, load_start, started, partial=False, earlier=earlier))
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Seconds per round (median, min-max), x floor, start-up, peak memory and accuracy, by job and N."""
+    lines = ["| job | N | system | workers | s / round (min-max) | x floor | start-up s | peak MB | accuracy |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["seconds_per_round"] is None:
+            why = r.get("error", "").strip().splitlines()
+            lines.append(f"| {r['job']} | {r['n']} | {r['system']} | {r['workers']} | not measured: "
+                         f"{why[0][:80] if why else '?'} | | | {r.get('peak_rss_mb') or ''} | |")
+            continue
+        lines.append(f"| {r['job']} | {r['n']} | {r['system']} | {r['workers']} | {r['seconds_per_round']:.2f} "
+                     f"({r['seconds_per_round_min']:.2f}-{r['seconds_per_round_max']:.2f}) | "
+                     f"{r['ratio_to_floor']:.2f} | {r['startup_s']:.1f} | {r['peak_rss_mb']:.0f} | "
+                     f"{r['final_accuracy']:.4f} |")
+    return "\n".join(lines)
 
 
 def argparse_hidden() -> str:
@@ -291,9 +363,10 @@ def argparse_hidden() -> str:
 
 
 def summary(args: Any, rows: list[dict[str, Any]], notes: list[str], load_start: tuple, started: float, *,
-            partial: bool) -> dict[str, Any]:
+            partial: bool, earlier: dict[str, Any]) -> dict[str, Any]:
+    command = "nice -n 10 python benchmarks/simulation_throughput.py " + " ".join(sys.argv[1:])
     return {"rows": with_ratios([dict(r) for r in rows]), "quick": args.quick, "partial": partial, "notes": notes,
-            "command": "nice -n 10 python benchmarks/simulation_throughput.py " + " ".join(sys.argv[1:]),
+            "commands": earlier.get("commands", [earlier["command"]] if "command" in earlier else []) + [command],
             "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
             "wall_s": round(time.time() - started, 1),
             "setup": {"dataset": "mnist", "model": "small_cnn width 16", "samples_per_participant": SAMPLES,
