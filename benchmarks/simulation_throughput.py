@@ -341,17 +341,19 @@ def main() -> None:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """Seconds per round (median, min-max), x floor, start-up, peak memory and accuracy, by job and N."""
-    lines = ["| job | N | system | workers | s / round (min-max) | x floor | start-up s | peak MB | accuracy |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| job | N | system | workers | s / round (min-max) | x floor | CPU s / round | start-up s | peak MB "
+             "| accuracy |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["seconds_per_round"] is None:
             why = r.get("error", "").strip().splitlines()
             lines.append(f"| {r['job']} | {r['n']} | {r['system']} | {r['workers']} | not measured: "
-                         f"{why[0][:80] if why else '?'} | | | {r.get('peak_rss_mb') or ''} | |")
+                         f"{why[0][:80] if why else '?'} | | | | {r.get('peak_rss_mb') or ''} | |")
             continue
+        ratio = f"{r['ratio_to_floor']:.2f}" if r.get("ratio_to_floor") is not None else "-"
+        cpu = f"{r['cpu_seconds_per_round']:.2f}" if r.get("cpu_seconds_per_round") is not None else "-"
         lines.append(f"| {r['job']} | {r['n']} | {r['system']} | {r['workers']} | {r['seconds_per_round']:.2f} "
                      f"({r['seconds_per_round_min']:.2f}-{r['seconds_per_round_max']:.2f}) | "
-                     f"{r['ratio_to_floor']:.2f} | {r['startup_s']:.1f} | {r['peak_rss_mb']:.0f} | "
+                     f"{ratio} | {cpu} | {r['startup_s']:.1f} | {r['peak_rss_mb']:.0f} | "
                      f"{r['final_accuracy']:.4f} |")
     return "\n".join(lines)
 
