@@ -61,3 +61,20 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def fada_experiment_config(tmp_path, *, run: dict | None = None, **fada):
+    """A tiny ``fada`` experiment on generated 16x16 domains: 2 sources, 1 pre-training + 2 rounds."""
+    from cotrain.experiment.config import config_from_dict
+
+    return config_from_dict({
+        "run": {"name": "fada", "output_dir": str(tmp_path), "seed": 1, **(run or {})},
+        "data": {"dataset": "synthetic", "participants": 2, "max_train_samples": 90, "max_test_samples": 30,
+                 "options": {"n_train": 90, "n_test": 30, "size": 16, "num_domains": 1}},
+        "model": {"name": "small_cnn", "options": {"width": 4}},
+        "method": {"name": "fada"},
+        "fada": {"target_dataset": "synthetic", "target_max_train": 50, "target_max_test": 30,
+                 "target_options": {"n_train": 50, "n_test": 30, "size": 16, "num_domains": 1, "seed": 7},
+                 "rounds": 2, "pretrain_steps": 3, "batch_size": 13, "disc_exchanges": 2, "adapt_steps": 2,
+                 **fada},
+    })

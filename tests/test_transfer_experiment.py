@@ -4,23 +4,13 @@ import json
 
 import pytest
 
-from cotrain.experiment.config import config_from_dict
+from _transfer_fixtures import fada_experiment_config
 from cotrain.experiment.errors import ConfigError
 from cotrain.experiment.runner import run_experiment
 
 
 def _cfg(tmp_path, **fada):
-    return config_from_dict({
-        "run": {"name": "fada", "output_dir": str(tmp_path), "seed": 1},
-        "data": {"dataset": "synthetic", "participants": 2, "max_train_samples": 90, "max_test_samples": 30,
-                 "options": {"n_train": 90, "n_test": 30, "size": 16, "num_domains": 1}},
-        "model": {"name": "small_cnn", "options": {"width": 4}},
-        "method": {"name": "fada"},
-        "fada": {"target_dataset": "synthetic", "target_max_train": 50, "target_max_test": 30,
-                 "target_options": {"n_train": 50, "n_test": 30, "size": 16, "num_domains": 1, "seed": 7},
-                 "rounds": 2, "pretrain_steps": 3, "batch_size": 13, "disc_exchanges": 2, "adapt_steps": 2,
-                 **fada},
-    })
+    return fada_experiment_config(tmp_path, **fada)
 
 
 @pytest.mark.parametrize("topology", ["target", "aggregator"])

@@ -106,7 +106,7 @@ def require_runtime(cfg: "ExperimentConfig", allowed: tuple[str, ...], why: str)
     if cfg.run.runtime not in allowed:
         raise ConfigError(f"run.runtime: the {cfg.method.name} method runs on {', '.join(allowed)}, "
                           f"not {cfg.run.runtime!r}: {why}", key="run.runtime")
-    if cfg.run.runtime != "inprocess":
+    if cfg.run.runtime.startswith("flower"):
         require_flower(cfg.run.runtime)
     check_deployment_files(cfg)
 

@@ -51,7 +51,7 @@ def check_name(kind: str, name: str, known: Callable[[], list[str]]) -> str:
     return name
 
 
-Runtime = Literal["inprocess", "flower-simulation", "flower-deployment"]
+Runtime = Literal["inprocess", "parallel", "flower-simulation", "flower-deployment"]
 
 
 class TlsSection(Section):
@@ -86,7 +86,9 @@ class RunSection(Section):
         "flower-deployment: each SuperNode loads and partitions its data once (a disk cache in the run "
         "folder) instead of for every message"))
     save_model: bool = True
-    threads: int | None = Field(None, ge=1, description="torch CPU threads for this run (default: torch's choice)")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads for this run (default: torch's choice); "
+                                "parallel: per worker (default: cores / workers)")
+    workers: int | None = Field(None, ge=1, description="parallel: worker processes (default: the core count)")
 
     @field_validator("name")
     @classmethod
@@ -132,6 +134,9 @@ class DataSection(Section):
     partition_options: dict[str, Any] = Field(default_factory=dict)
     max_train_samples: int | None = Field(None, ge=1)
     max_test_samples: int | None = Field(None, ge=1)
+    samples_with_replacement: int | None = Field(
+        None, ge=1, description="partition this many training samples drawn with replacement (a federation "
+        "larger than the data set); participants then share samples")
 
     @field_validator("dataset")
     @classmethod

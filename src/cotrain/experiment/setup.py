@@ -12,12 +12,13 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
-from cotrain.behaviours import BehaviourSpec, behave
+from cotrain.behaviours import BehaviourSpec
 from cotrain.data import load_dataset, partition
 from cotrain.data.base import ArrayDataset, DatasetSplits
 from cotrain.experiment.section import DataSection
-from cotrain.federated.participant import FedAvgParticipant
+from cotrain.federated.factory import FedAvgFactory
 from cotrain.models import BlockModel, build_model
 from cotrain.runtime.grid import Participant
 from cotrain.runtime.nodecache import node_cache, node_setting
@@ -75,9 +76,23 @@ def _load_cached(key: str) -> ExperimentData:
     splits = load_dataset(d.dataset, data_dir=d.data_dir, **options)
     splits = DatasetSplits(train=cap(splits.train, d.max_train_samples, seed, "train"),
                            test=cap(splits.test, d.max_test_samples, seed, "test"))
-    parts = partition(d.partition, splits.train, d.participants, seed=derive_seed(seed, "partition"),
-                      **d.partition_options)
-    return ExperimentData(splits=splits, parts=parts)
+    if d.samples_with_replacement is None:
+        parts = partition(d.partition, splits.train, d.participants, seed=derive_seed(seed, "partition"),
+                          **d.partition_options)
+        return ExperimentData(splits=splits, parts=parts)
+    drawn = numpy_rng(seed, "with-replacement").choice(len(splits.train), size=d.samples_with_replacement)
+    parts = partition(d.partition, _keys_only(splits.train, drawn), d.participants,
+                      seed=derive_seed(seed, "partition"), **d.partition_options)
+    return ExperimentData(splits=splits, parts=[np.sort(drawn[p]) for p in parts])
+
+
+def _keys_only(ds: ArrayDataset, idx: np.ndarray) -> ArrayDataset:
+    """The samples ``idx`` of ``ds`` without their inputs: what a partitioner reads (labels, attributes,
+    domains), so a resampled set larger than the data set is never materialised."""
+    t = torch.as_tensor(idx)
+    return ArrayDataset(x=ds.x.new_empty((len(idx), 0)), y=ds.y[t],
+                        attributes={k: v[t] for k, v in ds.attributes.items()},
+                        domain=None if ds.domain is None else ds.domain[t], name=ds.name, num_classes=ds.num_classes)
 
 
 def node_data(cfg: "ExperimentConfig", index: int) -> ExperimentData:
@@ -121,23 +136,23 @@ def build_global_model(cfg: "ExperimentConfig", data: ExperimentData) -> BlockMo
 def build_fedavg_participant(cfg: "ExperimentConfig", index: int, data: ExperimentData | None = None,
                              behaviours: BehaviourSpec | None = None) -> Participant:
     """Participant ``index`` of a FedAvg experiment, holding its own partition only, with the run's
-    attack and defences applied (the one place FedAvg participants are built: in process and in
-    Flower's client processes alike)."""
+    attack and defences applied (built by :func:`fedavg_factory`: in process, in the parallel
+    runtime's workers and in Flower's client processes alike; a Flower node reads its own partition
+    from its node cache, :func:`node_data`)."""
     data = data if data is not None else node_data(cfg, index)
     if not 0 <= index < len(data.parts):
         raise ValueError(f"participant index {index} out of range 0..{len(data.parts) - 1}")
-    train = data.splits.train
-    pid = participant_id(index)
+    return fedavg_factory(cfg, data, behaviours)(index)
+
+
+def fedavg_factory(cfg: "ExperimentConfig", data: ExperimentData | None = None,
+                   behaviours: BehaviourSpec | None = None) -> FedAvgFactory:
+    """The builder of every FedAvg participant of ``cfg`` (the one place they are built)."""
+    data = data if data is not None else load_experiment_data(cfg)
     spec = behaviours if behaviours is not None else run_behaviours(cfg, len(data.parts))
-    chosen, context = spec.for_participant(pid, seed=cfg.run.seed, num_participants=len(data.parts))
-
-    def build(local: ArrayDataset) -> Participant:
-        return FedAvgParticipant(
-            pid, model_factory=lambda: build_model(cfg.model.name, input_shape=train.input_shape,
-                                                   num_classes=train.num_classes, **cfg.model.options),
-            train_data=local, seed=cfg.run.seed)
-
-    return behave(build, data.participant_data(index), chosen, context)
+    return FedAvgFactory(ids=[participant_id(i) for i in range(len(data.parts))], train=data.splits.train,
+                         parts=data.parts, model=cfg.model.name, seed=cfg.run.seed, behaviours=spec,
+                         model_options=dict(cfg.model.options))
 
 
 def run_behaviours(cfg: "ExperimentConfig", num_participants: int) -> BehaviourSpec:

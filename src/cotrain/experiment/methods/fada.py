@@ -253,7 +253,7 @@ class FederatedAdversarialDA(Method):
         from cotrain.experiment.prepare import require_runtime
 
         super().__init__(cfg)
-        require_runtime(cfg, ("inprocess", "flower-simulation", "flower-deployment"), "")
+        require_runtime(cfg, ("inprocess", "parallel", "flower-simulation", "flower-deployment"), "")
         self.setup = fada_setup(cfg)
         self.data, self.sources, self.target_test = self.setup.data, self.setup.sources, self.setup.target_test
 
@@ -283,6 +283,16 @@ class FederatedAdversarialDA(Method):
             grid = InProcessGrid(parties)
             result = self.setup.serve(grid, on_round=lambda r: ctx.on_round(round_json(r, ids)),
                                       checkpoint=ctx.round_hook(ledger=grid.ledger, participants=parties))
+            history, ledger, state = [round_json(r, ids) for r in result.history], grid.ledger, \
+                model_state(self.setup.model)
+        elif self.cfg.run.runtime == "parallel":  # each worker builds the domains once (_cached_setup)
+            from functools import partial
+
+            from cotrain.experiment.parallel import parallel_grid
+
+            party_ids = [_party_id(self.cfg, i) for i in range(_num_parties(self.cfg))]
+            with parallel_grid(self.cfg, partial(_fada_party, self.cfg), party_ids) as grid:
+                result = self.setup.serve(grid, on_round=lambda r: ctx.on_round(round_json(r, ids)))
             history, ledger, state = [round_json(r, ids) for r in result.history], grid.ledger, \
                 model_state(self.setup.model)
         else:

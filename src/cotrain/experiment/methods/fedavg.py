@@ -1,4 +1,4 @@
-"""The ``fedavg`` method: FedAvg / FedSGD on the in-process runtime or on Flower.
+"""The ``fedavg`` method: FedAvg / FedSGD in process, on the parallel runtime or on Flower.
 
 Preparing loads and partitions the data, builds the initial model and (in process) the
 participants, so an unknown option or a missing file fails before anything trains. The server
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import fields
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 import numpy as np
 from pydantic import Field
@@ -25,11 +25,12 @@ from cotrain.experiment.method import Method, MethodOutcome, RunContext, RoundJS
 from cotrain.experiment.prepare import check_model_options, prepare_data, require_runtime, server_data, under_key
 from cotrain.experiment.records import round_json
 from cotrain.experiment.section import Section
-from cotrain.experiment.setup import (build_fedavg_participant, build_global_model, participant_id,
+from cotrain.experiment.setup import (build_fedavg_participant, build_global_model, fedavg_factory, participant_id,
                                       run_behaviours)
 from cotrain.federated import FedAvgSettings, evaluate, model_state, run_fedavg
 from cotrain.runtime import InProcessGrid
 from cotrain.experiment.flower import config_job
+from cotrain.experiment.parallel import GridParticipants, parallel_grid
 from cotrain.runtime.job import ServerResult
 
 if TYPE_CHECKING:
@@ -105,16 +106,20 @@ class FedAvg(Method):
     def __init__(self, cfg: "ExperimentConfig") -> None:
         super().__init__(cfg)
         self.settings = under_key("fedavg", cfg.fedavg.settings)
-        require_runtime(cfg, ("inprocess", "flower-simulation", "flower-deployment"), "")
+        require_runtime(cfg, ("inprocess", "parallel", "flower-simulation", "flower-deployment"), "")
         self.data = prepare_data(cfg)
         check_model_options(cfg)
         self.model = under_key("model.options", lambda: build_global_model(cfg, self.data))
         self.behaviours = run_behaviours(cfg, len(self.data.parts))
         self.aggregator = run_aggregator(cfg)
         self.root, self.scored = server_root(cfg, self.aggregator, self.data)
-        self.participants = (faulty_participants(cfg, {
-            participant_id(i): build_fedavg_participant(cfg, i, self.data, self.behaviours)
-            for i in range(len(self.data.parts))}) if cfg.run.runtime == "inprocess" else {})
+        ids = [participant_id(i) for i in range(len(self.data.parts))]
+        self.participants: Mapping[str, Participant] = {}
+        if cfg.run.runtime == "inprocess":
+            self.participants = faulty_participants(cfg, {pid: build_fedavg_participant(cfg, i, self.data, self.behaviours)
+                                                          for i, pid in enumerate(ids)})
+        elif cfg.run.runtime == "parallel":  # built in the workers, and here only to score an audit
+            self.participants = GridParticipants(ids)
         # the curious server's observers: built now, so a FedAvg (not FedSGD) run with an audit fails early
         self.observers = under_key("audit.enabled", lambda: audit_observers(cfg, self.participants, self.data.splits.test))
 
@@ -139,13 +144,16 @@ class FedAvg(Method):
     def run(self, ctx: RunContext) -> MethodOutcome:
         runtime = self.cfg.run.runtime
         audit_summary: dict[str, Any] = {}
-        if runtime == "inprocess":
-            grid = InProcessGrid(self.participants)
+        if runtime in ("inprocess", "parallel"):
+            grid = self._grid()
             observers = self.observers
-            history = run_fedavg(grid, self.model, self.settings, seed=self.cfg.run.seed, evaluate=self._evaluate,
-                                 on_round=lambda r: ctx.on_round(round_json(r)), observers=observers,
-                                 aggregator=self.aggregator, root=self.root,
-                                 checkpoint=ctx.round_hook(ledger=grid.ledger, participants=self.participants))
+            try:
+                history = run_fedavg(grid, self.model, self.settings, seed=self.cfg.run.seed,
+                                     evaluate=self._evaluate, on_round=lambda r: ctx.on_round(round_json(r)),
+                                     observers=observers, aggregator=self.aggregator, root=self.root,
+                                     checkpoint=ctx.round_hook(ledger=grid.ledger, participants=self.participants))
+            finally:
+                getattr(grid, "close", lambda: None)()
             records = [round_json(r) for r in history]
             ledger, state = grid.ledger, model_state(self.model)
             audit_summary = finish_audit(ctx, observers)
@@ -156,6 +164,15 @@ class FedAvg(Method):
                              summary={"upload": self.cfg.fedavg.upload, "aggregator": self.cfg.aggregation.name,
                                       "malicious": list(self.behaviours.malicious), **audit_summary},
                              participant_rows=self.participant_rows(records))
+
+    def _grid(self) -> "Grid":
+        if self.cfg.run.runtime == "inprocess":
+            return InProcessGrid(dict(self.participants))
+        ids = list(self.participants)
+        grid = parallel_grid(self.cfg, fedavg_factory(self.cfg, self.data, self.behaviours), ids,
+                             work={pid: len(part) for pid, part in zip(ids, self.data.parts)})
+        self.participants.grid = grid  # type: ignore[attr-defined]
+        return grid
 
     def participant_rows(self, records: list[RoundJSON]) -> list[dict[str, Any]]:
         """Per participant: samples, classes held, rounds taken part in, last training loss."""
