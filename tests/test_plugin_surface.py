@@ -222,7 +222,7 @@ def test_fltrust_gets_the_servers_root_upload_and_scores_on_the_rest(tmp_path):
 
 
 def test_bad_uploads_are_rejected_with_a_reason_and_the_round_goes_on(tiny_dataset):
-    # Prepare: p1 sends NaN, p2 claims 10**12 examples, p0 is honest.
+    # Prepare: p1 sends NaN, p2 claims 10**12 examples, p3 pads its metrics with 100 kB, p0 is honest.
     from cotrain.federated.records import TrainResult
     from cotrain.runtime.grid import Participant, handler
     from cotrain.runtime.message import Message
@@ -238,23 +238,26 @@ def test_bad_uploads_are_rejected_with_a_reason_and_the_round_goes_on(tiny_datas
             if self.how == "nan":
                 r.tensors = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
                              for k, v in r.tensors.items()}
+            elif self.how == "values":
+                r.metrics = {f"m{i}": float(i) for i in range(8000)}
             else:
                 r.num_examples = 10**12
             return r.to_message()
 
-    parts = _participants(tiny_dataset)
+    parts = _participants(tiny_dataset, n=4)
     grid = InProcessGrid({"p0": parts["p0"], "p1": Corrupt("p1", parts["p1"], "nan"),
-                          "p2": Corrupt("p2", parts["p2"], "count")})
+                          "p2": Corrupt("p2", parts["p2"], "count"), "p3": Corrupt("p3", parts["p3"], "values")})
     model = build_model("mlp", input_shape=(1, 8, 8), num_classes=3, hidden=[16], seed=11)
     # Execute
     history = run_fedavg(grid, model, FedAvgSettings(rounds=2, local_steps=2, batch_size=8, max_examples=1000),
                          seed=4)
     # Assert: the two are rejected every round with their reason; the model stays finite; the ledger has it
-    assert set(history[0].rejected) == {"p1", "p2"}
+    assert set(history[0].rejected) == {"p1", "p2", "p3"}
     assert "NaN" in history[0].rejected["p1"] and "exceeds the cap 1000" in history[0].rejected["p2"]
+    assert "more than the 65,536 an upload may" in history[0].rejected["p3"]
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert [(r["round"], r["participant"]) for r in grid.ledger.rejections] == [(1, "p1"), (1, "p2"), (2, "p1"),
-                                                                                (2, "p2")]
+    assert [(r["round"], r["participant"]) for r in grid.ledger.rejections] == [
+        (1, "p1"), (1, "p2"), (1, "p3"), (2, "p1"), (2, "p2"), (2, "p3")]
     assert history[1].aggregation["weights"] == {"p0": 1.0}
 
 

@@ -2,7 +2,7 @@
 reaches the aggregation rule. A bad upload is rejected with a one-line reason (in the round record
 and on the ledger); the round goes on with the others.
 
-Checked: the message kind, the tensor names, shapes and dtypes (those of the global model the
+Checked: the message kind, the size of its values (at most ``MAX_VALUE_BYTES``), the tensor names, shapes and dtypes (those of the global model the
 server sent), finiteness, an optional L2 bound on the update, and the example count (a positive
 integer, at most ``max_examples``) that weights the average.
 """
@@ -18,8 +18,14 @@ from cotrain.federated.records import TRAIN
 from cotrain.runtime.message import Message
 
 
+MAX_VALUE_BYTES = 65_536
+"""The most encoded bytes an upload's values (counts, loss, metrics) may take: a FedAvg reply needs
+a few hundred; more is a participant smuggling data past the tensor checks, or a bug."""
+
+
 def upload_problem(reply: Message, reference: Mapping[str, torch.Tensor], *, upload: str,
-                   max_examples: int | None = None, max_update_norm: float | None = None) -> str | None:
+                   max_examples: int | None = None, max_update_norm: float | None = None,
+                   max_value_bytes: int = MAX_VALUE_BYTES) -> str | None:
     """Why ``reply`` cannot be aggregated, or None when it can.
 
     ``reference``: the tensors the server sent (parameter uploads must match them name for name;
@@ -27,6 +33,8 @@ def upload_problem(reply: Message, reference: Mapping[str, torch.Tensor], *, upl
     """
     if reply.kind != TRAIN:
         return f"reply kind {reply.kind!r}, expected {TRAIN!r}"
+    if reply.value_bytes > max_value_bytes:
+        return f"its values take {reply.value_bytes:,} bytes, more than the {max_value_bytes:,} an upload may"
     v = reply.values
     if v.get("upload") != upload:
         return f"upload {v.get('upload')!r}, expected {upload!r}"
