@@ -9,6 +9,8 @@ import ipaddress
 import os
 from pathlib import Path
 
+import pytest
+
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -83,3 +85,15 @@ def assert_nothing_left(workdir: Path | None = None) -> None:
     if workdir is not None:
         assert (workdir / "logs" / "pids.json").exists()
         assert run_processes(workdir / "logs") == []
+
+
+def _ray_import_error() -> str | None:
+    try:
+        import ray  # noqa: F401
+    except Exception as err:  # noqa: BLE001 - any import failure means no simulation engine here
+        return f"ray cannot be imported ({err}); the simulation engine needs it"
+    return None
+
+
+needs_ray = pytest.mark.skipif(_ray_import_error() is not None, reason=_ray_import_error() or "")
+"""Skip a test of the simulation engine where ray cannot be imported."""

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from _flower_helpers import needs_ray
 from cotrain.errors import ConfigError
 from cotrain.experiment import load_config, prepare, run_experiment, with_overrides
 
@@ -33,16 +34,7 @@ def test_ecos_has_one_client(tmp_path):
         prepare(with_overrides(load_config(EXAMPLE), {"data.participants": 2}))
 
 
-def _ray_missing() -> bool:
-    try:
-        import ray  # noqa: F401
-    except Exception:  # noqa: BLE001 - any import failure means no simulation engine here
-        return True
-    return False
-
-
-@pytest.mark.flower
-@pytest.mark.skipif(_ray_missing(), reason="the simulation engine needs ray")
+@needs_ray
 def test_ecos_on_flower_equals_in_process(tmp_path):
     # Prepare: a small run, the cloud as ServerApp and the client as ClientApp on the simulation engine
     base = with_overrides(load_config(EXAMPLE), {"run.output_dir": str(tmp_path), "ecos.encoder_steps": 10,

@@ -16,21 +16,13 @@ pytest.importorskip("flwr")
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _flower_helpers import assert_nothing_left  # noqa: E402
+from _flower_helpers import assert_nothing_left, needs_ray  # noqa: E402
 
 from cotrain.experiment.config import ExperimentConfig  # noqa: E402
 from cotrain.runtime.flower.launch import (FlowerLaunchError, run_flower_deployment,  # noqa: E402
                                            run_flower_simulation, run_inprocess)
 
 pytestmark = pytest.mark.flower
-
-
-def _ray_available() -> str | None:
-    try:
-        import ray  # noqa: F401
-    except Exception as err:  # pragma: no cover - depends on the environment
-        return f"ray cannot be imported ({err}); the simulation engine needs it"
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +94,7 @@ def test_deployment_engine_equals_in_process(cfg, reference, tmp_path):
     assert (tmp_path / "results" / "ledger.jsonl").exists()
 
 
-@pytest.mark.skipif(_ray_available() is not None, reason=_ray_available() or "")
+@needs_ray
 def test_simulation_engine_equals_in_process(cfg, reference, tmp_path):
     got = _launch(run_flower_simulation, cfg, workdir=tmp_path)
     _assert_nothing_left(tmp_path)
@@ -128,7 +120,7 @@ def fada_cfg() -> ExperimentConfig:
     })
 
 
-@pytest.mark.skipif(_ray_available() is not None, reason=_ray_available() or "")
+@needs_ray
 def test_fada_on_simulation_engine_equals_in_process(fada_cfg, tmp_path):
     want = run_inprocess(fada_cfg.model_dump_json(), job=FADA)
     got = _launch(run_flower_simulation, fada_cfg, job=FADA, workdir=tmp_path)
@@ -144,7 +136,7 @@ def test_timeout_stops_every_process(cfg, tmp_path):
     _assert_nothing_left(tmp_path)
 
 
-@pytest.mark.skipif(_ray_available() is not None, reason=_ray_available() or "")
+@needs_ray
 def test_audit_of_a_flower_run_gives_the_in_process_report(tmp_path):
     """The curious server runs inside the Flower ServerApp; its scored rows equal the in-process audit's."""
     from cotrain.experiment import run_experiment, with_overrides
@@ -170,7 +162,7 @@ def test_audit_of_a_flower_run_gives_the_in_process_report(tmp_path):
     assert remote.summary["audit_attribute_accuracy"] == pytest.approx(local.summary["audit_attribute_accuracy"])
 
 
-@pytest.mark.skipif(_ray_available() is not None, reason=_ray_available() or "")
+@needs_ray
 def test_an_attack_changes_the_same_participants_in_process_and_on_flower(cfg, reference, tmp_path):
     """The attack wrapper is applied where participants are built, which both runtimes call."""
     from cotrain.experiment.setup import participant_id, run_behaviours

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from _flower_helpers import needs_ray
 from cotrain.experiment.config import ExperimentConfig
 from cotrain.runtime.flower.launch import run_flower_simulation, run_inprocess
 
@@ -18,15 +19,7 @@ pytestmark = pytest.mark.flower
 JOB = "cotrain.experiment.methods.fedavg:FLOWER_JOB"
 
 
-def _ray_missing() -> bool:
-    try:
-        import ray  # noqa: F401
-    except Exception:  # noqa: BLE001 - any import failure means no simulation engine here
-        return True
-    return False
-
-
-@pytest.mark.skipif(_ray_missing(), reason="the simulation engine needs ray")
+@needs_ray
 def test_credit_groups_under_attack_on_flower_equals_in_process(tmp_path):
     # Prepare: 6 participants in 2 groups of 3 a round, one sign-flipper (20 %), the patent's rule
     cfg = ExperimentConfig.model_validate({
