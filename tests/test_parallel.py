@@ -73,7 +73,7 @@ def test_fada_on_two_workers_equals_in_process_bit_for_bit(tmp_path):
 def test_a_method_that_cannot_run_in_parallel_says_so_in_one_line(tmp_path):
     cfg = config_from_dict({"run": {"name": "s", "output_dir": str(tmp_path), "runtime": "parallel"},
                             "method": {"name": "split"}})
-    with pytest.raises(ConfigError, match=r"^run.runtime: the split method runs on inprocess, not 'parallel'"):
+    with pytest.raises(ConfigError, match=r"^run.runtime: the split method runs on inprocess, flower-simulation, flower-deployment, not 'parallel'"):
         run_experiment(cfg)
 
 

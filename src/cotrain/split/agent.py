@@ -5,6 +5,13 @@ activations f_{k1} o .. o f_1(x) of shape (B, *cut_shape), its labels (B,) unles
 U-shaped, and, once per turn or round, its side's weights. It finishes its backward pass from the
 gradient (B, *cut_shape) the centre returns (the 2023 split-training paper; SplitFed, Thapa et al.,
 AAAI 2022).
+
+Between BEGIN and END an agent is mid-epoch: its side's weights, optimiser moments, batch order and
+the pending mini-batch live in it. ``get_state`` returns all of that, so a runtime that rebuilds the
+participant for every message (Flower's ClientApp) carries it across; the autograd graph of the
+pending forward pass cannot travel, so after ``set_state`` the BACKWARD handler recomputes the front
+on the same mini-batch with the same weights and dropout seed (batch-norm statistics restored), which
+gives the same gradients as keeping the graph.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from cotrain.data.base import ArrayDataset
 from cotrain.models.blocks import BlockModel
 from cotrain.runtime.grid import Participant, handler
 from cotrain.runtime.message import Message
-from cotrain.seeding import torch_generator
+from cotrain.seeding import derive_seed, torch_generator
 from cotrain.split.messages import BACKWARD, BEGIN, END, FORWARD, HEAD
 from cotrain.split.records import (Activations, BackwardDone, BeginInstruction, BeginReply, CutGradient, HeadReply,
                                    HeadRequest, SideUpload)
@@ -64,6 +71,8 @@ class SplitAgent(Participant):
         self._pending: torch.Tensor | None = None
         self._pending_idx: torch.Tensor | None = None
         self._loss = float("nan")
+        self._epoch = 0
+        self._batch_size = 0
 
     @property
     def batches_per_epoch(self) -> int:
@@ -78,8 +87,8 @@ class SplitAgent(Participant):
         self.side.load_state_dict(begin.side, strict=True)
         self._optimizer = torch.optim.SGD(self.side.parameters(), lr=begin.lr, momentum=begin.momentum,
                                           weight_decay=begin.weight_decay)
-        gen = agent_batch_stream(self.seed, self.participant_id, begin.epoch)
-        self._batches = epoch_batches(len(self.train_data), begin.batch_size, gen)
+        self._epoch, self._batch_size = begin.epoch, begin.batch_size
+        self._draw_batches()
         self._cursor = 0
         self.side.train()
         return BeginReply(num_batches=len(self._batches), num_examples=len(self.train_data),
@@ -94,7 +103,7 @@ class SplitAgent(Participant):
         idx = self._batches[self._cursor]
         self._cursor += 1
         self._optimizer.zero_grad(set_to_none=True)
-        self._pending = self.side["front"](self.train_data.x[idx])
+        self._pending = self._front(idx)
         self._pending_idx = idx
         self.sent_indices.append(idx)
         labels = None if self.u_shaped else self.train_data.y[idx]  # a U-shaped split keeps its labels
@@ -115,9 +124,11 @@ class SplitAgent(Participant):
     @handler(BACKWARD)
     def backward(self, message: Message) -> Message:
         """Finish the backward pass from the cut gradient and step the agent side."""
-        if self._pending is None or self._optimizer is None:
+        if self._pending_idx is None or self._optimizer is None:
             raise RuntimeError(f"agent {self.participant_id!r}: no forward pass to finish")
         t0 = time.perf_counter()
+        if self._pending is None:  # rebuilt since FORWARD (a Flower client): recompute the graph
+            self._pending = self._recompute_front(self._pending_idx)
         self._pending.backward(CutGradient.from_message(message).gradient)
         self._optimizer.step()
         self._pending, self._pending_idx = None, None
@@ -125,16 +136,79 @@ class SplitAgent(Participant):
 
     @handler(END)
     def end(self, message: Message) -> Message:
-        """Upload the side's weights (for the next agent, or for averaging)."""
+        """Upload the side's weights (for the next agent, or for averaging); the epoch is over."""
+        self._optimizer, self._pending, self._pending_idx = None, None, None
         return SideUpload(side_state(self.side), num_examples=len(self.train_data)).to_message()
 
+    def replay_order(self, epoch: int, batch_size: int) -> None:
+        """Scoring only: record ``epoch``'s mini-batches as sent, without training. An evaluator that
+        knows the root seed recomputes what this agent sent where it ran elsewhere (on Flower)."""
+        self._epoch, self._batch_size = epoch, batch_size
+        self._draw_batches()
+        self.sent_indices.extend(self._batches)
+
+    # -- the front pass ------------------------------------------------------------------
+    def _draw_batches(self) -> None:
+        gen = agent_batch_stream(self.seed, self.participant_id, self._epoch)
+        self._batches = epoch_batches(len(self.train_data), self._batch_size, gen)
+
+    def _front(self, idx: torch.Tensor) -> torch.Tensor:
+        """The front on mini-batch ``idx`` (the cursor-th of the epoch); dropout and any other draw
+        from torch's global generator seeded by (seed, agent, epoch, batch), so a recomputation (and
+        a run in another process) draws the same."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, "split-dropout", self.participant_id, self._epoch, self._cursor))
+            return self.side["front"](self.train_data.x[idx])
+
+    def _recompute_front(self, idx: torch.Tensor) -> torch.Tensor:
+        """The pending forward pass again (same weights, batch and seed), its buffers (batch-norm
+        running statistics, already updated once by FORWARD) put back as they were."""
+        front = self.side["front"]
+        saved = [(m, {k: b.clone() for k, b in m._buffers.items() if b is not None}) for m in front.modules()]
+        out = self._front(idx)  # the cursor has not moved since FORWARD: the same seed
+        for module, buffers in saved:  # new tensors, not in place: the graph holds the updated ones
+            module._buffers.update(buffers)
+        return out
+
+    # -- state kept between messages ----------------------------------------------------------
     def get_state(self) -> dict[str, torch.Tensor]:
-        """What outlives an epoch: the indices sent so far (the side's weights and optimiser are set
-        afresh by each ``begin``)."""
+        """The indices sent so far; mid-epoch (between BEGIN and END) also the side's weights and
+        gradients, the optimiser's settings and moments, the epoch, batch size and cursor, the
+        pending mini-batch and the last loss (see the module docstring)."""
         lengths = torch.tensor([len(i) for i in self.sent_indices], dtype=torch.long)
         sent = torch.cat(self.sent_indices) if self.sent_indices else torch.zeros(0, dtype=torch.long)
-        return {"sent_indices": sent, "sent_lengths": lengths}
+        state = {"sent_indices": sent, "sent_lengths": lengths}
+        if self._optimizer is None:
+            return state
+        group = self._optimizer.param_groups[0]
+        state.update({f"side.{k}": v.detach().clone() for k, v in self.side.state_dict().items()})
+        state["round"] = torch.tensor([self._epoch, self._batch_size, self._cursor], dtype=torch.long)
+        state["sgd"] = torch.tensor([group["lr"], group["momentum"], group["weight_decay"], self._loss],
+                                    dtype=torch.float64)
+        for name, p in self.side.named_parameters():
+            if p.grad is not None:
+                state[f"grad.{name}"] = p.grad.detach().clone()
+            buf = self._optimizer.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                state[f"momentum.{name}"] = buf.detach().clone()
+        if self._pending_idx is not None:
+            state["pending"] = self._pending_idx.clone()
+        return state
 
     def set_state(self, state: Mapping[str, torch.Tensor]) -> None:
         if "sent_indices" in state:
             self.sent_indices = list(torch.split(state["sent_indices"], state["sent_lengths"].tolist()))
+        if "round" not in state:
+            return
+        self.side.load_state_dict({k[len("side."):]: v for k, v in state.items() if k.startswith("side.")}, strict=True)
+        self._epoch, self._batch_size, self._cursor = (int(v) for v in state["round"].tolist())
+        lr, momentum, weight_decay, self._loss = state["sgd"].tolist()
+        self._optimizer = torch.optim.SGD(self.side.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+        for name, p in self.side.named_parameters():
+            if f"grad.{name}" in state:
+                p.grad = state[f"grad.{name}"].clone()
+            if f"momentum.{name}" in state:
+                self._optimizer.state[p]["momentum_buffer"] = state[f"momentum.{name}"].clone()
+        self._draw_batches()
+        self.side.train()
+        self._pending, self._pending_idx = None, state["pending"].clone() if "pending" in state else None
