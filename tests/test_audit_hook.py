@@ -5,12 +5,17 @@ from cotrain.federated.records import TrainResult
 from cotrain.models import build_model
 
 
-def test_observer_attacks_chosen_round_and_scores(tiny_dataset):
+def _gradient_upload(tiny_dataset):
+    """A tiny CNN and the gradient of the first 4 samples (model, x, y, gradients)."""
     model = build_model("small_cnn", input_shape=(1, 8, 8), num_classes=3, seed=0, width=4)
     x, y = tiny_dataset.x[:4], tiny_dataset.y[:4]
     model.zero_grad()
     torch.nn.functional.cross_entropy(model(x), y).backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    return model, x, y, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_observer_attacks_chosen_round_and_scores(tiny_dataset):
+    model, x, y, grads = _gradient_upload(tiny_dataset)
     truth = lambda pid: (x, y, {"flag": tiny_dataset.attributes["flag"][:4]})  # noqa: E731
     obs = AuditObserver(AuditSection(rounds=[2], attribute="flag", aux_samples=60, steps=3),
                         tiny_dataset.subset(range(100, 200)), truth)
@@ -31,3 +36,19 @@ def test_audit_config_for_saved_run(tmp_path):
     cfg = audit_config_for(run, rounds=[2], attribute="marker")
     assert cfg.audit.enabled and cfg.audit.rounds == [2] and cfg.audit.attribute == "marker"
     assert cfg.run.name == "demo-audit" and cfg.run.output_dir == str(tmp_path.resolve())
+
+
+def test_observer_scores_the_majority_guess_on_the_audited_batch(tiny_dataset):
+    from cotrain.data.base import ArrayDataset
+
+    # Prepare: the server's aux samples hold flag 1 three times in four, so its majority guess is 1;
+    # the audited batch's flags are 1, 1, 0, 1: the guess is right on 3 of 4
+    model, x, y, grads = _gradient_upload(tiny_dataset)
+    aux_x, aux_y = tiny_dataset.x[100:200], tiny_dataset.y[100:200]
+    aux = ArrayDataset(x=aux_x, y=aux_y, attributes={"flag": (torch.arange(100) % 4 != 0).long()}, num_classes=3)
+    truth = lambda pid: (x, y, {"flag": torch.tensor([1, 1, 0, 1])})  # noqa: E731
+    obs = AuditObserver(AuditSection(rounds=[1], attribute="flag", aux_samples=60, steps=0), aux, truth)
+    # Execute
+    obs(1, {"p0": TrainResult(grads, "gradient", 50, 4, 0.0)}, model)
+    # Assert
+    assert obs.rows[0]["majority_accuracy"] == 0.75

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from cotrain.audit.api import audit_upload, server_knowledge
+from cotrain.audit.api import audit_upload, auxiliary_sample, server_knowledge
 from cotrain.audit.feature_reconstruction import ReconstructionSettings
 from cotrain.audit.scoring import attribute_accuracy, match, proportion_error
 from cotrain.audit.threat_model import ObservedUpload
@@ -96,10 +96,17 @@ class AuditObserver:
         if a is not None and res.attribute_predictions is not None:
             values = int(max(int(self.aux.attributes[a].max()), int(attrs[a].max()))) + 1
             row["attribute_accuracy"] = attribute_accuracy(res.attribute_predictions, attrs[a], m_e)
+            row["majority_accuracy"] = attribute_accuracy(np.full(len(x), self._majority(a)), attrs[a])
             row["proportion_error"] = proportion_error(res.attribute_proportion, attrs[a], values)
             self.points.append((true_e.numpy(), attrs[a].numpy(), np.zeros(len(x), dtype=bool)))
             self.points.append((res.embeddings.numpy(), res.attribute_predictions, np.ones(len(x), dtype=bool)))
         self.rows.append(row)
+
+    def _majority(self, attribute: str) -> int:
+        """The server's majority guess: the most common value of its auxiliary samples (the
+        baseline an attribute accuracy is read against; the classifier is fitted on the same samples)."""
+        idx = auxiliary_sample(self.aux, max_samples=self.section.aux_samples, seed=self.seed)
+        return int(torch.bincount(self.aux.attributes[attribute][idx].long()).argmax())
 
 
 def round_(v: float) -> float:
@@ -233,6 +240,9 @@ def finish_audit(ctx: Any, observers: list[AuditObserver]) -> dict[str, Any]:
             acc = [r["attribute_accuracy"] for r in obs.rows if "attribute_accuracy" in r]
             if acc:
                 out["audit_attribute_accuracy"] = float(np.mean(acc))
+            majority = [r["majority_accuracy"] for r in obs.rows if "majority_accuracy" in r]
+            if majority:
+                out["audit_majority"] = float(np.mean(majority))
     return out
 
 
