@@ -110,10 +110,17 @@ def make_config(job: dict[str, Any]) -> Any:
                  "partition": s["partition"], "partition_options": dict(s["partition_options"]),
                  "max_train_samples": s["max_train_samples"], "max_test_samples": s["max_test_samples"]},
         "model": {"name": "small_cnn", "options": {"width": s["width"]}},
-        "fedavg": {"rounds": s["rounds"], "local_steps": s["local_steps"], "batch_size": s["batch_size"],
-                   "lr": s["lr"], "momentum": s["momentum"]},
         "aggregation": {"name": job["rule"], "options": job["rule_options"]},
     }
+    if s.get("protocol", "fedavg") == "sflv2":
+        # SplitFed v2: an epoch per round; the agents' front (first conv block) is what the rule
+        # aggregates and what an attacker's END reply changes; the centre keeps the back.
+        cfg["method"] = {"name": "split"}
+        cfg["split"] = {"variant": "sflv2", "cut": "conv1", "epochs": s["rounds"], "batch_size": s["batch_size"],
+                        "lr": s["lr"], "momentum": s["momentum"]}
+    else:
+        cfg["fedavg"] = {"rounds": s["rounds"], "local_steps": s["local_steps"], "batch_size": s["batch_size"],
+                         "lr": s["lr"], "momentum": s["momentum"]}
     if job["attack"] is not None:
         options = dict(job["attack_options"])
         if job["attack"] in ESTIMATING:
@@ -164,7 +171,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     s = job["settings"]
     row: dict[str, Any] = {
-        "dataset": s["dataset"], "protocol": "fedavg", "rule": job["rule"],
+        "dataset": s["dataset"], "protocol": s.get("protocol", "fedavg"), "rule": job["rule"],
         "attack": job["attack"] or "none", "attack_options": job["attack_options"],
         "malicious_fraction": s["malicious_fraction"] if job["attack"] else 0.0,
         "partition": s["partition_name"], "seed": job["seed"], "test_accuracy": None, "backdoor_success": None,
@@ -283,6 +290,8 @@ def main() -> None:
     p.add_argument("--malicious-fraction", type=float, default=0.3, help="share of malicious participants (sweeps)")
     p.add_argument("--partition", default="dirichlet_0.5", choices=["dirichlet_0.5", "iid"],
                    help="how MNIST is split across the 20 participants (sweeps)")
+    p.add_argument("--protocol", default="fedavg", choices=["fedavg", "sflv2"],
+                   help="sflv2: SplitFed v2, an epoch a round over --max-train-samples (sweeps)")
     p.add_argument("--summarize", default=None, help="print the markdown tables of this JSON and exit")
     p.add_argument("--append", action="store_true", help="keep the rows already in --json (add other rules later)")
     args = p.parse_args()
@@ -307,7 +316,8 @@ def main() -> None:
                 "malicious_fraction": args.malicious_fraction, "rounds": args.rounds, "local_steps": args.local_steps, "batch_size": 32,
                 "lr": args.lr, "momentum": args.momentum, "width": args.width, "max_train_samples": args.max_train_samples,
                 "max_test_samples": args.max_test_samples, "honest_samples": args.honest_samples,
-                "workers": args.workers, "quick": args.quick, "backdoor": BACKDOOR}
+                "workers": args.workers, "quick": args.quick, "backdoor": BACKDOOR,
+                **({"protocol": "sflv2"} if args.protocol == "sflv2" else {})}
     rows: list[dict[str, Any]] = []
     probe: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as runs:

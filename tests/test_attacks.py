@@ -73,17 +73,28 @@ def test_split_end_reply_is_attacked_against_the_begin_parameters():
     # Prepare: SplitFed's begin carries the side's weights, end's reply the trained ones
     attack = build_attack("sign_flip")
     ctx = context()
-    begin = Message("begin", tensors={"w": torch.tensor([1.0, 2.0])}, payload=PayloadKind.PARAMETERS,
+    # (the protocol's own kinds: a renamed kind must not turn the attack into a silent no-op)
+    from cotrain.split.messages import BEGIN, END
+
+    begin = Message(BEGIN, tensors={"w": torch.tensor([1.0, 2.0])}, payload=PayloadKind.PARAMETERS,
                     values={"epoch": 1})
-    end_reply = Message("end", tensors={"w": torch.tensor([2.0, 5.0])}, payload=PayloadKind.PARAMETERS,
+    end_reply = Message(END, tensors={"w": torch.tensor([2.0, 5.0])}, payload=PayloadKind.PARAMETERS,
                         values={"num_examples": 4})
     # Execute
-    attack.on_reply(Message("begin", values={"num_batches": 1}), begin, ctx)
-    flipped = attack.on_reply(end_reply, Message("end"), ctx)
+    attack.on_reply(Message(BEGIN, values={"num_batches": 1}), begin, ctx)
+    flipped = attack.on_reply(end_reply, Message(END), ctx)
     # Assert: 1 - (2 - 1) = 0, 2 - (5 - 2) = -1
     assert flipped.tensors["w"].tolist() == [0.0, -1.0] and flipped.values == {"num_examples": 4}
     with pytest.raises(ConfigError, match="starting point"):
-        build_attack("sign_flip").on_reply(end_reply, Message("end"), ctx)
+        build_attack("sign_flip").on_reply(end_reply, Message(END), ctx)
+
+
+def test_the_attacked_kinds_are_the_protocols_own():
+    from cotrain.behaviours.attacks import _updates
+    from cotrain.federated.records import TRAIN
+    from cotrain.split.messages import END
+
+    assert (_updates.TRAIN, _updates.END) == (TRAIN, END)
 
 
 REPLY_ATTACKS = {"sign_flip": {}, "scaling": {}, "gaussian": {}, "alie": {"honest_samples": 3},
@@ -116,3 +127,34 @@ def test_attacks_are_deterministic_given_the_seed(tiny_dataset, name):
     # Assert
     assert a.tensors.keys() == b.tensors.keys()
     assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+
+
+def test_a_sign_flipping_agent_changes_a_splitfed_run(tmp_path):
+    # Prepare: SplitFed v2 on synthetic data, once honest, once with a third of the agents flipping
+    from cotrain.experiment import config_from_dict, run_experiment
+
+    def run(attack):
+        cfg = {"run": {"name": "sfl", "seed": 0, "output_dir": str(tmp_path), "save_model": False, "threads": 1},
+               "data": {"dataset": "synthetic", "participants": 3, "max_train_samples": 192, "max_test_samples": 64},
+               "model": {"name": "small_cnn", "options": {"width": 4}},
+               "method": {"name": "split"},
+               "split": {"variant": "sflv2", "cut": "conv1", "epochs": 1, "batch_size": 32, "lr": 0.05},
+               **({"attack": {"name": attack, "fraction": 0.34}} if attack else {})}
+        result = run_experiment(config_from_dict(cfg))
+        return result.summary.get("malicious", []), result.history[-1]["test_loss"]
+    # Execute
+    _, honest = run(None)
+    malicious, flipped = run("sign_flip")
+    # Assert: one agent is malicious and the model it poisoned differs (an attack that is a no-op fails here:
+    # the same seed gives the same run bit for bit)
+    assert len(malicious) == 1
+    assert flipped != honest
+
+
+@pytest.mark.parametrize("name", ["alie", "ipm", "min_max", "adaptive"])
+def test_an_estimating_attack_on_split_is_a_one_line_config_error(name):
+    from cotrain.experiment import config_from_dict
+
+    with pytest.raises(ConfigError, match=f"attack.name: '{name}' works with the fedavg method"):
+        config_from_dict({"data": {"dataset": "synthetic"}, "method": {"name": "split"},
+                          "attack": {"name": name, "fraction": 0.3}})

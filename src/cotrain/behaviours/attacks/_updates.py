@@ -4,7 +4,7 @@
 is ``u = x_k - x_global`` with ``x_global`` the request's parameters (every floating tensor,
 flattened in upload order as the aggregation package does, float64). A FedSGD reply
 (``values["upload"] == "gradient"``) carries a gradient, which is the update itself. A
-SplitFed ``"end"`` reply carries the agent side's parameters; its reference is the parameters of
+SplitFed ``"split_end"`` reply carries the agent side's parameters; its reference is the parameters of
 the latest request that carried them (the ``"begin"``), which the attack remembers. Any other
 reply (evaluation, activations, the cut-layer gradient) passes through unchanged.
 
@@ -23,7 +23,7 @@ and its mean is biased towards its own label mix.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -33,7 +33,9 @@ from cotrain.errors import ConfigError, OptionsError
 from cotrain.runtime.grid import Participant
 from cotrain.runtime.message import Message, PayloadKind
 
-TRAIN, END = "train", "end"  # the FedAvg and SplitFed kinds (protocol packages sit above behaviours)
+# The FedAvg train and SplitFed end kinds: the protocol packages sit above behaviours, so the names are
+# repeated here; tests/test_attacks.py checks them against cotrain.federated and cotrain.split.
+TRAIN, END = "train", "split_end"
 
 
 @dataclass
@@ -98,7 +100,10 @@ class UpdateAttack(Behaviour):
 
 
 class BenignEstimateAttack(UpdateAttack):
-    """An update attack that needs benign statistics, estimated from ``honest_samples`` simulated updates."""
+    """An update attack that needs benign statistics, estimated from ``honest_samples`` simulated updates.
+    FedAvg only: a SplitFed epoch cannot be replayed (its mini-batches are exchanges with the centre)."""
+
+    methods: ClassVar[tuple[str, ...]] = ("fedavg",)
 
     def __init__(self, *, honest_samples: int) -> None:
         super().__init__()
