@@ -290,6 +290,8 @@ def main() -> None:
     p.add_argument("--malicious-fraction", type=float, default=0.3, help="share of malicious participants (sweeps)")
     p.add_argument("--partition", default="dirichlet_0.5", choices=["dirichlet_0.5", "iid"],
                    help="how MNIST is split across the 20 participants (sweeps)")
+    p.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"],
+                   help="cifar10: the JPEG CIFAR-10 of the data directory (sweeps)")
     p.add_argument("--protocol", default="fedavg", choices=["fedavg", "sflv2"],
                    help="sflv2: SplitFed v2, an epoch a round over --max-train-samples (sweeps)")
     p.add_argument("--summarize", default=None, help="print the markdown tables of this JSON and exit")
@@ -310,7 +312,7 @@ def main() -> None:
         attacks = [a for a in ATTACKS if a[0] in ("none", "alie", "backdoor")]
         args.rounds, args.local_steps, args.max_train_samples, args.max_test_samples = 2, 5, 3000, 500
         seeds, args.extra_seeds = [0], ""
-    settings = {"dataset": "mnist", "data_dir": str(Path(args.data_dir).resolve()), "participants": 20,
+    settings = {"dataset": args.dataset, "data_dir": str(Path(args.data_dir).resolve()), "participants": 20,
                 **({"partition": "dirichlet", "partition_options": {"alpha": 0.5}} if args.partition != "iid" else
                    {"partition": "iid", "partition_options": {}}), "partition_name": args.partition,
                 "malicious_fraction": args.malicious_fraction, "rounds": args.rounds, "local_steps": args.local_steps, "batch_size": 32,
