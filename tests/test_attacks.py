@@ -94,7 +94,9 @@ def test_the_attacked_kinds_are_the_protocols_own():
     from cotrain.federated.records import TRAIN
     from cotrain.split.messages import END
 
-    assert (_updates.TRAIN, _updates.END) == (TRAIN, END)
+    from cotrain.behaviours.defences import dp_fedavg
+
+    assert (_updates.TRAIN, _updates.END, dp_fedavg.TRAIN) == (TRAIN, END, TRAIN)
 
 
 REPLY_ATTACKS = {"sign_flip": {}, "scaling": {}, "gaussian": {}, "alie": {"honest_samples": 3},
