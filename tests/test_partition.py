@@ -121,3 +121,17 @@ def test_plot_partition(tmp_path: Path) -> None:
     parts = partition("dirichlet", ds, 5, seed=0, alpha=0.5)
     out = plot_partition(ds, parts, tmp_path / "sub" / "parts.png")
     assert out.is_file() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_partition_of_a_large_federation_is_a_bounded_heatmap(tmp_path: Path) -> None:
+    # Prepare: 1,000 participants (a bar chart would be 452 inches wide)
+    from PIL import Image
+
+    ds = _dataset(3000)
+    parts = partition("iid", ds, 1000, seed=0)
+    # Execute
+    small = Image.open(plot_partition(ds, partition("iid", ds, 5, seed=0), tmp_path / "a.png"))
+    large = Image.open(plot_partition(ds, parts, tmp_path / "b.png"))
+    # Assert: the large one is a fixed-size picture; the small one stays a bar chart of its own width
+    assert large.size[0] <= 1000 and large.size[1] <= 600
+    assert small.size[0] < large.size[0]

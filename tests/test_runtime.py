@@ -45,6 +45,23 @@ def test_ledger_jsonl_round_trip(tmp_path):
     assert back.total_bytes() == 4 + 4
 
 
+def test_ledger_entry_json_equals_the_dataclass_reference():
+    # Prepare: an entry with every field set away from its default
+    import dataclasses
+    import json
+
+    from cotrain.runtime.ledger import LedgerEntry
+
+    entry = LedgerEntry(round=3, sender="server", receiver="p1", kind="train", payload="parameters",
+                        tensor_names=("w", "b"), shapes=((2, 3), (2,)), dtypes=("float32", "float32"), bytes=32,
+                        value_bytes=17, tensor_payloads=("parameters", "labels"), tensor_bytes=(24, 8))
+    # Execute: the hand-written encoding against dataclasses.asdict (the slow reference)
+    fast = entry.to_json()
+    slow = json.loads(json.dumps(dataclasses.asdict(entry)))
+    # Assert: same keys (a new field must be added to to_json too) and values
+    assert fast == slow and json.loads(json.dumps(fast)) == fast
+
+
 def test_messages_are_copies_not_shared_objects():
     class Mutator(Participant):
         @handler("go")

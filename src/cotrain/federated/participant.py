@@ -12,7 +12,7 @@ from cotrain.federated.training import OptimizerSettings, batch_order, evaluate,
 from cotrain.models.blocks import BlockModel
 from cotrain.runtime.grid import Participant, handler
 from cotrain.runtime.message import Message, PayloadKind
-from cotrain.seeding import derive_seed, torch_generator
+from cotrain.seeding import derive_seed, seed_torch, torch_generator
 
 
 class FedAvgParticipant(Participant):
@@ -40,7 +40,7 @@ class FedAvgParticipant(Participant):
         # so a model trains the same in whichever process (and after whichever other work) it runs
         instr = TrainInstruction.from_message(message)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed, "dropout", self.participant_id, instr.round))
+            seed_torch(derive_seed(self.seed, "dropout", self.participant_id, instr.round))
             return self._train(instr)
 
     def _train(self, instr: TrainInstruction) -> Message:

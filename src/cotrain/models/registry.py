@@ -8,6 +8,7 @@ import torch
 
 from cotrain.models.blocks import BlockModel
 from cotrain.registry import Registry
+from cotrain.seeding import seed_torch
 
 ModelFactory = Callable[..., BlockModel]
 MODELS: Registry[ModelFactory] = Registry("model")
@@ -29,5 +30,5 @@ def build_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, se
     if seed is None:
         return factory(tuple(input_shape), int(num_classes), **options)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        seed_torch(seed)
         return factory(tuple(input_shape), int(num_classes), **options)

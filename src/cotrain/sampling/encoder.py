@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from cotrain.errors import ConfigError
-from cotrain.seeding import derive_seed, torch_generator
+from cotrain.seeding import derive_seed, seed_torch, torch_generator
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def _decoder(config: EncoderConfig) -> nn.Module:
 def random_encoder(config: EncoderConfig, *, seed: int) -> ConvEncoder:
     """phi with PyTorch's default initialisation drawn from the stream ``(seed, "encoder_init")``."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "encoder_init"))
+        seed_torch(derive_seed(seed, "encoder_init"))
         return ConvEncoder(config).eval()
 
 
@@ -90,7 +90,7 @@ def train_denoising_encoder(images: torch.Tensor, config: EncoderConfig, *, seed
     """Train phi as the encoder of a denoising autoencoder on ``images`` (N, C, S, S) in [0, 1]."""
     encoder = random_encoder(config, seed=seed).train()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "decoder_init"))
+        seed_torch(derive_seed(seed, "decoder_init"))
         decoder = _decoder(config)
     opt = torch.optim.Adam(list(encoder.parameters()) + list(decoder.parameters()), lr=lr)
     g = torch_generator(seed, "encoder_train")

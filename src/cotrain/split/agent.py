@@ -26,7 +26,7 @@ from cotrain.data.base import ArrayDataset
 from cotrain.models.blocks import BlockModel
 from cotrain.runtime.grid import Participant, handler
 from cotrain.runtime.message import Message
-from cotrain.seeding import derive_seed, torch_generator
+from cotrain.seeding import derive_seed, seed_torch, torch_generator
 from cotrain.split.messages import BACKWARD, BEGIN, END, FORWARD, HEAD
 from cotrain.split.records import (Activations, BackwardDone, BeginInstruction, BeginReply, CutGradient, HeadReply,
                                    HeadRequest, SideUpload)
@@ -157,7 +157,7 @@ class SplitAgent(Participant):
         from torch's global generator seeded by (seed, agent, epoch, batch), so a recomputation (and
         a run in another process) draws the same."""
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed, "split-dropout", self.participant_id, self._epoch, self._cursor))
+            seed_torch(derive_seed(self.seed, "split-dropout", self.participant_id, self._epoch, self._cursor))
             return self.side["front"](self.train_data.x[idx])
 
     def _recompute_front(self, idx: torch.Tensor) -> torch.Tensor:

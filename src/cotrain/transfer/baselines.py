@@ -27,7 +27,7 @@ from cotrain.data.base import ArrayDataset
 from cotrain.federated.training import batch_order
 from cotrain.models.blocks import BlockModel
 from cotrain.runtime.inprocess import InProcessGrid
-from cotrain.seeding import derive_seed, torch_generator
+from cotrain.seeding import derive_seed, seed_torch, torch_generator
 from cotrain.transfer.discriminator import DomainDiscriminator
 from cotrain.transfer.losses import confusion_loss, discriminator_loss
 from cotrain.transfer.nodes import LocalPhase, SourceNode, frozen
@@ -49,7 +49,7 @@ def train_supervised(model: BlockModel, data: ArrayDataset, phase: LocalPhase, *
     batches = batch_order(len(data), phase.batch_size, phase.steps, torch_generator(seed, tag, "batches"))
     model.train()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, tag, "dropout"))
+        seed_torch(derive_seed(seed, tag, "dropout"))
         for idx in batches:
             opt.zero_grad(set_to_none=True)
             nn.functional.cross_entropy(model(data.x[idx]), data.y[idx]).backward()
@@ -80,7 +80,7 @@ def adda_centralised(source_model: BlockModel, discriminator: DomainDiscriminato
     src_batches = batch_order(len(source_x), phase.batch_size, n_d, torch_generator(seed, "adda", "source"))
     tgt_batches = batch_order(len(target_x), phase.batch_size, n_d + phase.steps, torch_generator(seed, "adda", "target"))
     with torch.random.fork_rng(devices=[]), frozen(source_model):
-        torch.manual_seed(derive_seed(seed, "adda", "dropout"))
+        seed_torch(derive_seed(seed, "adda", "dropout"))
         for step in range(phase.steps):
             discriminator.train()
             for k in range(disc_steps):

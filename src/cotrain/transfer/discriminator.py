@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from cotrain.models.blocks import BlockModel
+from cotrain.seeding import seed_torch
 
 
 class DomainDiscriminator(nn.Module):
@@ -58,5 +59,5 @@ def build_discriminator(feature_size: int, *, hidden: Sequence[int] = (500, 500)
     if seed is None:
         return DomainDiscriminator(feature_size, hidden)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        seed_torch(seed)
         return DomainDiscriminator(feature_size, hidden)

@@ -34,7 +34,7 @@ from cotrain.federated.training import batch_order
 from cotrain.models.blocks import BlockModel
 from cotrain.runtime.grid import Participant, handler
 from cotrain.runtime.message import Message, PayloadKind
-from cotrain.seeding import derive_seed, torch_generator
+from cotrain.seeding import derive_seed, seed_torch, torch_generator
 from cotrain.transfer.discriminator import DomainDiscriminator
 from cotrain.transfer.optimizers import PhaseOptimizers
 from cotrain.transfer.losses import adversarial_task_loss, confusion_loss, discriminator_loss
@@ -143,7 +143,7 @@ def _batches(n: int, phase: LocalPhase, seed: int, *path: str | int) -> Iterator
     """
     batches = batch_order(n, phase.batch_size, phase.steps, torch_generator(seed, "fada", *path))
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "fada-dropout", *path))
+        seed_torch(derive_seed(seed, "fada-dropout", *path))
         yield from batches
 
 
