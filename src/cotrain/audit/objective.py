@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from cotrain.audit.distance import _EPS, flatten
+from cotrain.audit.distance import _EPS, flatten, gradient_distance
 
 _PRIOR_EPS = 1e-12
 
@@ -99,16 +99,19 @@ class ReconstructionProblem:
     def batch_size(self) -> int:
         return self.labels.numel()
 
-    def objective(self, x_hat: torch.Tensor, y_hat: torch.Tensor | None, prior: PriorTerm | None) -> torch.Tensor:
-        """``J(X_hat)`` of the module docstring (``y_hat``: soft pseudo-label logits, or ``None`` for fixed labels)."""
-        b = self.batch_size
-        e = self.last(x_hat).reshape(b, -1)
+    def _model_gradients(self, x_hat: torch.Tensor, y_hat: torch.Tensor | None) -> tuple[torch.Tensor, tuple]:
+        """``E(X_hat)`` and ``g_hat`` (block parameters, then head parameters), differentiable in ``X_hat``."""
+        e = self.last(x_hat).reshape(self.batch_size, -1)
         logits = self.head(e)
         if y_hat is not None:
             ce = -(torch.softmax(y_hat, 1) * torch.log_softmax(logits, 1)).sum(1).mean()
         else:
             ce = nn.functional.cross_entropy(logits, self.labels)
-        grads = torch.autograd.grad(ce, self.block_params + self.head_params, create_graph=True)
+        return e, torch.autograd.grad(ce, self.block_params + self.head_params, create_graph=True)
+
+    def objective(self, x_hat: torch.Tensor, y_hat: torch.Tensor | None, prior: PriorTerm | None) -> torch.Tensor:
+        """``J(X_hat)`` of the module docstring (``y_hat``: soft pseudo-label logits, or ``None`` for fixed labels)."""
+        e, grads = self._model_gradients(x_hat, y_hat)
         obj = self.observed_block.distance(grads[:len(self.block_params)]) + \
             self.head_weight * self.observed_head.distance(grads[len(self.block_params):])
         if self.observed_anchor is not None:
@@ -117,4 +120,16 @@ class ReconstructionProblem:
             if prior is None:
                 raise ValueError("prior_weight > 0 needs the start X_0 (a PriorTerm)")
             obj = obj + self.prior_weight * prior(x_hat)
+        return obj
+
+    def reference_objective(self, x_hat: torch.Tensor, y_hat: torch.Tensor | None, x0: torch.Tensor) -> torch.Tensor:
+        """The same ``J`` written as before this module: :func:`~cotrain.audit.distance.gradient_distance` and
+        :func:`prior_term` recompute the constants at every call (for tests and the step-cost benchmark)."""
+        e, grads = self._model_gradients(x_hat, y_hat)
+        obj = gradient_distance(self.g_block, grads[:len(self.block_params)]) + \
+            self.head_weight * gradient_distance(self.g_head, grads[len(self.block_params):])
+        if self.anchor is not None:
+            obj = obj + self.anchor_weight * gradient_distance(self.anchor.reshape(self.batch_size, -1), e)
+        if self.prior_weight:
+            obj = obj + self.prior_weight * prior_term(x_hat, x0)
         return obj
