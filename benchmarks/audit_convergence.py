@@ -4,7 +4,9 @@ The audit's standard B = 512 case is that of ``benchmarks/feature_reconstruction
 batch): MNIST, ``small_cnn`` width 16, SGD checkpoints after 20 (early) and 300 (late) steps, 2,000
 auxiliary training samples for the server, the B = 512 test batches drawn in the same order (the
 batch draws of the sizes before it are repeated so the same samples come out), 3000 Adam steps,
-the default settings (prior term on: ``equations_per_unknown`` is 0.015 at X).
+the default settings (prior term on: ``equations_per_unknown`` is 0.015 at X). ``--sizes`` audits
+other batch sizes of that benchmark as well (``goal_met`` then reads "stopped by the criterion or
+the tolerance within the cap" for each).
 
 Per upload, two runs with the same seed and a ``--cap`` (60 s) time limit:
 
@@ -109,22 +111,58 @@ def same_path(a: list, b: list) -> bool:
     return n >= 0 and a[:n] == b[:n]
 
 
+def audit_one(args, ckpt: str, n_steps: int, model, test, x, y, prior, probs, center, cap: float) -> dict:
+    """One upload: the auxiliary start, the run to the criterion, the run to the cap, and the step cost."""
+    upload = simulate_upload(model, x, y)
+    b = len(y)
+    with torch.no_grad():
+        true = {"block_input": model.features(x, model.num_blocks - 1), "embedding": model.features(x)}
+    row = {"checkpoint": ckpt, "train_steps": n_steps, "test_accuracy": common.accuracy(model, test), "batch_size": b}
+    start = reconstruct_features(model, upload, prior=prior, class_probs=probs,
+                                 settings=ReconstructionSettings(steps=0, seed=args.seed))
+    row["auxiliary_start"] = {"quality": quality(start, true, center)}
+    base = dict(steps=args.steps, time_limit=cap, seed=args.seed, restarts=args.restarts, rel_tol=args.rel_tol,
+                window=args.window)
+    for name, stop in (("converged", "relative_change"), ("cap", "tolerance")):
+        rec = reconstruct_features(model, upload, prior=prior, settings=ReconstructionSettings(stop=stop, **base),
+                                   class_probs=probs)
+        row[name] = run_summary(rec, true, center)
+        row["prior_weight"], row["equations_per_unknown"] = rec.prior_weight, rec.equations_per_unknown
+        r0 = row[name]["restarts"][rec.best_restart]
+        print(f"{ckpt:5s} B={b:3d} {name:9s} stop={rec.stop_reason:9s} steps={rec.steps:5d} "
+              f"wall={r0['wall_seconds']:.1f}s cpu={r0['cpu_seconds']:.1f}s call={rec.seconds:.1f}s "
+              f"J={rec.objective:.6f} E cos={row[name]['quality']['embedding']['mean_cosine']:.4f} "
+              f"centred={row[name]['quality']['embedding']['mean_cosine_centred']:.4f} "
+              f"load={os.getloadavg()[0]:.1f}", flush=True)
+    row["same_path"] = all(same_path(a["trace"], c["trace"])
+                           for a, c in zip(row["converged"]["restarts"], row["cap"]["restarts"]))
+    conv, capped = row["converged"], row["cap"]
+    row["goal_met"] = conv["stop_reason"] in ("converged", "tolerance") and conv["call_wall_seconds"] <= cap
+    row["objective_relative_gap_cap_vs_converged"] = (conv["objective"] - capped["objective"]) / \
+        max(abs(capped["objective"]), 1e-12)
+    if args.cost_reps > 0:
+        row["step_cost"] = step_cost(model, upload, prior, row["prior_weight"], reps=5 if args.quick else args.cost_reps)
+        print(f"{ckpt:5s} B={b:3d} step cost (CPU ms, median): {row['step_cost']['cpu_ms_median']} "
+              f"saving {100 * row['step_cost']['saving_fraction']:.1f}%", flush=True)
+    print(f"{ckpt:5s} B={b:3d} same_path={row['same_path']} goal_met={row['goal_met']}", flush=True)
+    return row
+
+
 def run(args) -> dict:
     quick = args.quick
     load_start = os.getloadavg()
     data, _ = common.load(args.dataset, args.data_dir)
     train, test = data.train, data.test
-    batch = 128 if quick else args.batch_size
-    draws = [1, 8, batch] if quick else [int(v) for v in args.draw_sizes.split(",")]
-    if draws[-1] != batch:
-        raise SystemExit(f"--draw-sizes must end with the batch size {batch}")
+    sizes = [128] if quick else [int(v) for v in args.sizes.split(",")]
+    draws = [1, 8, 128] if quick else [int(v) for v in args.draw_sizes.split(",")]
+    if not set(sizes) <= set(draws):
+        raise SystemExit(f"every size of --sizes must be one of --draw-sizes {draws}")
     cap = args.cap if args.cap else (8.0 if quick else 60.0)
     steps = {"early": 20, "late": 100 if quick else 300}
     models = common.train_checkpoints(args.model, train, sorted(steps.values()), seed=args.seed, width=args.width)
     gen = torch.Generator().manual_seed(args.seed)
     aux_idx = torch.randperm(len(train), generator=gen)[:2000]
     x_aux, y_aux = train.x[aux_idx], train.y[aux_idx]
-    base = dict(steps=args.steps, time_limit=cap, seed=args.seed, restarts=args.restarts)
     uploads = []
     for ckpt, n_steps in steps.items():
         model = models[n_steps]
@@ -132,41 +170,13 @@ def run(args) -> dict:
         probs = class_probability_matrix(model, x_aux, y_aux, train.num_classes)
         with torch.no_grad():
             center = {"block_input": prior.block_inputs.mean(0), "embedding": model.features(x_aux[:1000]).mean(0)}
-        for b in draws:  # the draw order of feature_reconstruction.py: the same batch of size `batch`
+        for b in draws:  # the draw order of feature_reconstruction.py, so its batches come out
             idx = torch.randperm(len(test), generator=gen)[:b]
-        x, y = test.x[idx], test.y[idx]
-        upload = simulate_upload(model, x, y)
-        with torch.no_grad():
-            true = {"block_input": model.features(x, model.num_blocks - 1), "embedding": model.features(x)}
-        row = {"checkpoint": ckpt, "train_steps": n_steps, "test_accuracy": common.accuracy(model, test),
-               "batch_size": batch}
-        start = reconstruct_features(model, upload, prior=prior, class_probs=probs,
-                                     settings=ReconstructionSettings(steps=0, seed=args.seed))
-        row["auxiliary_start"] = {"quality": quality(start, true, center)}
-        for name, stop in (("converged", "relative_change"), ("cap", "tolerance")):
-            settings = ReconstructionSettings(stop=stop, rel_tol=args.rel_tol, window=args.window, **base)
-            rec = reconstruct_features(model, upload, prior=prior, settings=settings, class_probs=probs)
-            row[name] = run_summary(rec, true, center)
-            row["prior_weight"], row["equations_per_unknown"] = rec.prior_weight, rec.equations_per_unknown
-            r0 = row[name]["restarts"][rec.best_restart]
-            print(f"{ckpt:5s} B={batch} {name:9s} stop={rec.stop_reason:9s} steps={rec.steps:5d} "
-                  f"wall={r0['wall_seconds']:.1f}s cpu={r0['cpu_seconds']:.1f}s call={rec.seconds:.1f}s "
-                  f"J={rec.objective:.6f} E cos={row[name]['quality']['embedding']['mean_cosine']:.4f} "
-                  f"centred={row[name]['quality']['embedding']['mean_cosine_centred']:.4f} "
-                  f"load={os.getloadavg()[0]:.1f}", flush=True)
-        row["same_path"] = all(same_path(a["trace"], c["trace"])
-                               for a, c in zip(row["converged"]["restarts"], row["cap"]["restarts"]))
-        conv = row["converged"]
-        row["goal_met"] = conv["stop_reason"] == "converged" and conv["call_wall_seconds"] <= cap
-        row["objective_relative_gap_cap_vs_converged"] = (conv["objective"] - row["cap"]["objective"]) / \
-            row["cap"]["objective"]
-        row["step_cost"] = step_cost(model, upload, prior, row["prior_weight"], reps=5 if quick else args.cost_reps)
-        print(f"{ckpt:5s} step cost (CPU ms, median): {row['step_cost']['cpu_ms_median']} "
-              f"saving {100 * row['step_cost']['saving_fraction']:.1f}% same_path={row['same_path']} "
-              f"goal_met={row['goal_met']}", flush=True)
-        uploads.append(row)
+            if b in sizes:
+                uploads.append(audit_one(args, ckpt, n_steps, model, test, test.x[idx], test.y[idx], prior, probs,
+                                         center, cap))
     return {"benchmark": "audit_convergence", "dataset": args.dataset, "model": args.model, "width": args.width,
-            "quick": quick, "batch_size": batch, "cap_s": cap, "steps": args.steps, "restarts": args.restarts,
+            "quick": quick, "batch_sizes": sizes, "cap_s": cap, "steps": args.steps, "restarts": args.restarts,
             "criterion": {"stop": "relative_change", "rel_tol": args.rel_tol, "window": args.window},
             "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
             "torch_threads": torch.get_num_threads(), "environment": common.environment(),
@@ -178,15 +188,15 @@ def main() -> None:
     p.add_argument("--dataset", default="mnist", choices=sorted(common.TASKS))
     p.add_argument("--model", default="small_cnn", choices=["small_cnn", "resnet"])
     p.add_argument("--width", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--sizes", default="512", help="batch sizes to audit (full run; quick: 128)")
     p.add_argument("--draw-sizes", default="1,8,32,128,256,512",
-                   help="batch draws to repeat (feature_reconstruction.py's sizes up to --batch-size); the last is used")
+                   help="batch draws in order (feature_reconstruction.py's sizes), so the same batches come out")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--restarts", type=int, default=1)
     p.add_argument("--cap", type=float, default=None, help="time limit per reconstruction (default 60 s, quick 8 s)")
     p.add_argument("--rel-tol", type=float, default=1e-3)
     p.add_argument("--window", type=int, default=100)
-    p.add_argument("--cost-reps", type=int, default=40)
+    p.add_argument("--cost-reps", type=int, default=40, help="repetitions of the step-cost timing (0: skip it)")
     args = common.parse(p)
     payload = run(args)
     out = common.write_outputs(args.json, payload, "audit_convergence").with_suffix(".json")

@@ -132,3 +132,16 @@ def test_bad_stop_settings_are_refused_in_one_line():
         with pytest.raises(ConfigError) as err:
             ReconstructionSettings(**bad)
         assert "\n" not in str(err.value)
+
+
+def test_fused_adam_takes_the_same_steps_to_float_tolerance():
+    # Prepare
+    model, upload, prior = tiny_problem(16)
+    # Execute
+    plain = reconstruct_features(model, upload, prior=prior, settings=ReconstructionSettings(steps=30))
+    fused = reconstruct_features(model, upload, prior=prior, settings=ReconstructionSettings(steps=30, fused_adam=True))
+    start = reconstruct_features(model, upload, prior=prior, settings=ReconstructionSettings(steps=0))
+    # Assert: both moved away from the start, to the same point up to rounding
+    assert float((plain.features - start.features).abs().max()) > 1e-3
+    assert fused.objective == pytest.approx(plain.objective, rel=1e-4)
+    assert torch.allclose(fused.features, plain.features, rtol=1e-4, atol=1e-5)
