@@ -145,3 +145,18 @@ def test_fused_adam_takes_the_same_steps_to_float_tolerance():
     assert float((plain.features - start.features).abs().max()) > 1e-3
     assert fused.objective == pytest.approx(plain.objective, rel=1e-4)
     assert torch.allclose(fused.features, plain.features, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch_size, rule", [(2, "tolerance"), (16, "relative_change")])
+def test_auto_uses_the_relative_rule_only_where_the_prior_term_is_on(batch_size, rule):
+    # Prepare: B = 2 (12 unknowns, 83 equations: mu = 0), B = 16 (96 unknowns: mu > 0)
+    model, upload, prior = tiny_problem(batch_size)
+    common = dict(steps=400, window=20, rel_tol=1e-2)
+    # Execute
+    auto = reconstruct_features(model, upload, prior=prior, settings=ReconstructionSettings(stop="auto", **common))
+    same = reconstruct_features(model, upload, prior=prior, settings=ReconstructionSettings(stop=rule, **common))
+    # Assert: "auto" behaves exactly as the rule it stands for on this upload
+    assert (auto.prior_weight > 0) == (rule == "relative_change")
+    assert auto.stop_reason == same.stop_reason and auto.steps == same.steps
+    assert torch.equal(auto.features, same.features)
+    assert auto.stop_reason in (("converged",) if rule == "relative_change" else ("tolerance", "max_steps"))

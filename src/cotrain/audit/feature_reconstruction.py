@@ -67,7 +67,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from cotrain.audit.convergence import RestartReport, StopMonitor, check_stop_settings
+from cotrain.audit.convergence import RestartReport, StopMonitor, check_stop_settings, resolve_stop_rule
 from cotrain.audit.head_solve import head_residual, refine_labels, solve_embeddings
 from cotrain.audit.labels import bias_signal, head_gradients, recover_label_counts, counts_to_labels, \
     single_sample_embedding
@@ -107,7 +107,9 @@ class ReconstructionSettings:
     """Convergence criterion of each restart (:data:`cotrain.audit.convergence.STOP_RULES`): ``"tolerance"``
     stops only when the objective falls below ``tolerance`` (or at ``steps`` / ``time_limit``);
     ``"relative_change"`` also stops when the lowest objective so far fell by less than the fraction
-    ``rel_tol`` over the last ``window`` steps (reported as ``"converged"``)."""
+    ``rel_tol`` over the last ``window`` steps (reported as ``"converged"``); ``"auto"``: ``"relative_change"``
+    where the prior term is on (``mu > 0``), ``"tolerance"`` where it is off. The default keeps the
+    behaviour the committed figures were measured with."""
     rel_tol: float = 1e-3
     window: int = 100
     trace_every: int = 10
@@ -257,8 +259,9 @@ def _optimise(problem: ReconstructionProblem, prior: AuxiliaryPrior | None, sett
         variables.append(y_hat)
     base_lr = settings.lr * (float(prior.block_inputs.std()) if settings.relative_lr and prior is not None else 1.0)
     opt = torch.optim.Adam(variables, lr=base_lr, fused=settings.fused_adam or None)
-    monitor = StopMonitor(rule=settings.stop, tolerance=settings.tolerance, rel_tol=settings.rel_tol,
-                          window=settings.window, trace_every=settings.trace_every, time_limit=time_limit)
+    monitor = StopMonitor(rule=resolve_stop_rule(settings.stop, problem.prior_weight), tolerance=settings.tolerance,
+                          rel_tol=settings.rel_tol, window=settings.window, trace_every=settings.trace_every,
+                          time_limit=time_limit)
     objective = float("inf")
     reason = None
     for step in range(1, settings.steps + 1):
