@@ -67,11 +67,10 @@ def test_fast_objective_equals_the_formula_with_constants_recomputed(name, optio
     (fast_grad,) = torch.autograd.grad(fast, [x_hat])
     old = old_objective(net, upload, labels, x_hat, x0, anchor, 2.5)
     (old_grad,) = torch.autograd.grad(old, [x_hat])
-    # Assert: same value and gradient (the same operations in the same order: to the last bit here)
-    assert float(old.detach()) > 0.01
-    assert float(fast.detach()) == pytest.approx(float(old.detach()), rel=1e-6, abs=1e-9)
-    assert torch.allclose(fast_grad, old_grad, rtol=1e-5, atol=1e-9)
-    assert float(fast_grad.abs().max()) > 0
+    # Assert: same value and gradient; the same operations in the same order, so to the last bit
+    assert float(old.detach()) > 0.01 and float(fast_grad.abs().max()) > 0
+    assert torch.equal(fast.detach(), old.detach())
+    assert torch.equal(fast_grad, old_grad)
 
 
 def test_relative_change_stops_a_levelled_off_run_before_the_cap():
