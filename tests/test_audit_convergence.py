@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from cotrain.audit import ReconstructionSettings, auxiliary_prior, reconstruct_features
+from cotrain.audit import ReconstructionSettings, reconstruct_features
 from cotrain.audit.convergence import StopMonitor
 from cotrain.audit.distance import gradient_distance
 from cotrain.audit.feature_reconstruction import prior_term
@@ -14,14 +14,7 @@ from cotrain.audit.threat_model import block_parameter_names, head_parameter_nam
 from cotrain.errors import ConfigError
 from cotrain.models import build_model
 
-
-def tiny_problem(batch_size: int):
-    """MLP 10 -> 6 -> 8 -> 3: 83 equations for ``6 B`` unknowns at X (prior term on from B = 14)."""
-    g = torch.Generator().manual_seed(0)
-    model = build_model("mlp", input_shape=(10,), num_classes=3, seed=0, hidden=[6, 8])
-    x, y = torch.randn(16, 10, generator=g), torch.arange(16) % 3
-    prior = auxiliary_prior(model, torch.randn(60, 10, generator=g), torch.arange(60) % 3)
-    return model, simulate_upload(model, x[:batch_size], y[:batch_size]), prior
+from test_audit_prior import tiny_problem  # MLP 10 -> 6 -> 8 -> 3: 83 equations for 6 B unknowns at X
 
 
 def old_objective(net, upload, labels, x_hat, x0, anchor, mu, head_weight=0.1, anchor_weight=1.0):
