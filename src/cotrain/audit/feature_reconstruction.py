@@ -30,6 +30,10 @@ steps. Improvements here (each switchable, measured in ``docs/audit.md``):
   makes the head's equations inconsistent);
 * ``relative_lr``: the Adam step is ``lr * std(auxiliary block inputs)``, so one setting fits
   features of any scale; restarts keep the lowest objective; a time limit bounds the cost;
+* ``stop="relative_change"``: a restart ends when its best objective has levelled off (relative
+  decrease below ``rel_tol`` over ``window`` steps), not only at the absolute ``tolerance``, the
+  step count or the time cap (:mod:`cotrain.audit.convergence`; each restart's
+  :class:`~cotrain.audit.convergence.RestartReport` says which ended it);
 * ``prior_weight``: a MAP-style prior term where the problem is under-determined (below).
 
 Counting bound: the observed gradient gives ``#params(f_{n+1}) + #params(f_c)`` equations; the
@@ -58,15 +62,16 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
-from cotrain.audit.distance import gradient_distance
+from cotrain.audit.convergence import RestartReport, StopMonitor, check_stop_settings, resolve_stop_rule
 from cotrain.audit.head_solve import head_residual, refine_labels, solve_embeddings
 from cotrain.audit.labels import bias_signal, head_gradients, recover_label_counts, counts_to_labels, \
     single_sample_embedding
+from cotrain.audit.objective import PriorTerm, ReconstructionProblem, prior_term  # noqa: F401  (re-export)
 from cotrain.audit.threat_model import ObservedUpload, block_parameter_names, head_parameter_names
 from cotrain.models.blocks import BlockModel
 from cotrain.seeding import torch_generator
@@ -96,7 +101,22 @@ class ReconstructionSettings:
     restarts: int = 1
     schedule: str = "constant"
     time_limit: float | None = None
+    """Wall seconds for the whole call (setup included), shared equally by the restarts; ``None``: no cap."""
     tolerance: float = 1e-7
+    stop: str = "tolerance"
+    """Convergence criterion of each restart (:data:`cotrain.audit.convergence.STOP_RULES`): ``"tolerance"``
+    stops only when the objective falls below ``tolerance`` (or at ``steps`` / ``time_limit``);
+    ``"relative_change"`` also stops when the lowest objective so far fell by less than the fraction
+    ``rel_tol`` over the last ``window`` steps (reported as ``"converged"``); ``"auto"``: ``"relative_change"``
+    where the prior term is on (``mu > 0``), ``"tolerance"`` where it is off. The default keeps the
+    behaviour the committed figures were measured with."""
+    rel_tol: float = 1e-3
+    window: int = 100
+    trace_every: int = 10
+    """Every how many steps :attr:`RestartReport.trace` keeps the objective (and the last step)."""
+    fused_adam: bool = False
+    """torch's fused Adam kernel: the same update in fewer passes over ``X_hat`` (cheaper at large ``B``,
+    ``docs/audit.md``), but its last bits differ, so off by default to keep committed figures reproducible."""
     seed: int = 0
     prior_weight: float | str = "auto"
     """``mu`` of the prior term ``mu * ||X_hat - X_0||^2 / ||X_0||^2`` (module docstring): a number
@@ -111,6 +131,7 @@ class ReconstructionSettings:
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.steps < 0 or self.restarts < 1:
             raise ValueError("steps must be >= 0 and restarts >= 1")
+        check_stop_settings(self.stop, self.rel_tol, self.window, self.trace_every)
         if isinstance(self.prior_weight, str):
             if self.prior_weight != "auto":
                 raise ValueError(f"prior_weight must be 'auto' or a number >= 0, got {self.prior_weight!r}")
@@ -152,7 +173,8 @@ class Reconstruction:
     ``features``: ``X_hat`` ``(B, *S)``; ``embeddings``: ``E(X_hat)`` ``(B, d)`` (the exact read when
     ``B = 1``); ``labels``: recovered (or arg-max pseudo) labels ``(B,)``; ``objective``: final
     value; ``equations`` / ``unknowns`` and their ratio at the level of ``X``; ``prior_weight``:
-    the ``mu`` used (``"auto"`` resolved).
+    the ``mu`` used (``"auto"`` resolved); ``restarts``: one :class:`RestartReport` per restart (why it
+    stopped, steps, wall and CPU seconds, objective, thinned trace); ``best_restart`` indexes the kept one.
     """
 
     features: torch.Tensor
@@ -165,6 +187,13 @@ class Reconstruction:
     unknowns: int
     embedding_unknowns: int
     prior_weight: float = 0.0
+    restarts: list[RestartReport] = field(default_factory=list)
+    best_restart: int = 0
+
+    @property
+    def stop_reason(self) -> str:
+        """Why the kept restart stopped (``"converged"``, ``"tolerance"``, ``"time_cap"`` or ``"max_steps"``)."""
+        return self.restarts[self.best_restart].reason if self.restarts else "max_steps"
 
     @property
     def equations_per_unknown(self) -> float:
@@ -215,59 +244,13 @@ def resolve_prior_weight(settings: ReconstructionSettings, equations: int, unkno
     return float(settings.prior_weight)
 
 
-def prior_term(x_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-    """``||X_hat - X_0||^2 / ||X_0||^2`` over the whole batch (scale free; 1 when ``X_hat = 0``)."""
-    return ((x_hat - x0) ** 2).sum() / ((x0 ** 2).sum() + 1e-12)
-
-
-@dataclass
-class _Problem:
-    """What one upload fixes for the optimisation: the shared tail, the observed gradients, labels, anchor."""
-
-    last: nn.Module
-    head: nn.Module
-    block_params: list[torch.Tensor]
-    head_params: list[torch.Tensor]
-    g_block: list[torch.Tensor]
-    g_head: list[torch.Tensor]
-    labels: torch.Tensor
-    shape: tuple[int, ...]
-    num_classes: int
-    anchor: torch.Tensor | None
-    nonnegative: bool
-    soft: bool
-    prior_weight: float
-
-    @property
-    def batch_size(self) -> int:
-        return self.labels.numel()
-
-    def objective(self, x_hat: torch.Tensor, y_hat: torch.Tensor | None, x0: torch.Tensor,
-                  settings: ReconstructionSettings) -> torch.Tensor:
-        """``d(g_{n+1}, g_hat_{n+1}) + lambda d(g_c, g_hat_c)`` [+ anchor term] [+ ``mu`` prior term]."""
-        b = self.batch_size
-        e = self.last(x_hat).reshape(b, -1)
-        logits = self.head(e)
-        if y_hat is not None:
-            ce = -(torch.softmax(y_hat, 1) * torch.log_softmax(logits, 1)).sum(1).mean()
-        else:
-            ce = nn.functional.cross_entropy(logits, self.labels)
-        grads = torch.autograd.grad(ce, self.block_params + self.head_params, create_graph=True)
-        obj = gradient_distance(self.g_block, grads[:len(self.block_params)]) + \
-            settings.head_weight * gradient_distance(self.g_head, grads[len(self.block_params):])
-        if self.anchor is not None:
-            obj = obj + settings.anchor_weight * gradient_distance(self.anchor.reshape(b, -1), e)
-        if self.prior_weight:
-            obj = obj + self.prior_weight * prior_term(x_hat, x0)
-        return obj
-
-
-def _optimise(problem: _Problem, prior: AuxiliaryPrior | None, settings: ReconstructionSettings, restart: int,
-              time_limit: float | None) -> tuple[float, torch.Tensor, torch.Tensor, int]:
-    """One restart: Adam on ``X_hat`` (and ``Y_hat``); ``(objective, X_hat, labels, steps)``."""
+def _optimise(problem: ReconstructionProblem, prior: AuxiliaryPrior | None, settings: ReconstructionSettings,
+              restart: int, time_limit: float | None) -> tuple[float, torch.Tensor, torch.Tensor, RestartReport]:
+    """One restart: Adam on ``X_hat`` (and ``Y_hat``) until ``settings.stop`` says so; ``(objective, X_hat, labels, report)``."""
     b = problem.batch_size
     gen = torch_generator(settings.seed, "reconstruct", restart)
     x0 = _initial_features(prior, problem.labels, problem.shape, settings, gen)
+    start = PriorTerm(x0) if problem.prior_weight else None
     x_hat = x0.clone().requires_grad_(True)
     variables = [x_hat]
     y_hat = None
@@ -275,15 +258,17 @@ def _optimise(problem: _Problem, prior: AuxiliaryPrior | None, settings: Reconst
         y_hat = (0.1 * torch.randn((b, problem.num_classes), generator=gen)).requires_grad_(True)
         variables.append(y_hat)
     base_lr = settings.lr * (float(prior.block_inputs.std()) if settings.relative_lr and prior is not None else 1.0)
-    opt = torch.optim.Adam(variables, lr=base_lr)
+    opt = torch.optim.Adam(variables, lr=base_lr, fused=settings.fused_adam or None)
+    monitor = StopMonitor(rule=resolve_stop_rule(settings.stop, problem.prior_weight), tolerance=settings.tolerance,
+                          rel_tol=settings.rel_tol, window=settings.window, trace_every=settings.trace_every,
+                          time_limit=time_limit)
     objective = float("inf")
-    step = 0
-    t0 = time.perf_counter()
+    reason = None
     for step in range(1, settings.steps + 1):
         if settings.schedule == "cosine":
             for group in opt.param_groups:
                 group["lr"] = base_lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / max(settings.steps, 1)))
-        obj = problem.objective(x_hat, y_hat, x0, settings)
+        obj = problem.objective(x_hat, y_hat, start)
         var_grads = torch.autograd.grad(obj, variables)
         for v, gv in zip(variables, var_grads):
             v.grad = gv
@@ -292,12 +277,11 @@ def _optimise(problem: _Problem, prior: AuxiliaryPrior | None, settings: Reconst
             with torch.no_grad():
                 x_hat.clamp_(min=0.0)
         objective = float(obj.detach())
-        if objective < settings.tolerance:
-            break
-        if time_limit is not None and time.perf_counter() - t0 > time_limit:
+        reason = monitor.update(step, objective)
+        if reason is not None:
             break
     labels = problem.labels if y_hat is None else y_hat.detach().argmax(1)
-    return objective, x_hat.detach().clone(), labels, step
+    return objective, x_hat.detach().clone(), labels, monitor.report(restart, reason)
 
 
 def reconstruct_features(model: BlockModel, upload: ObservedUpload, *, prior: AuxiliaryPrior | None = None,
@@ -363,20 +347,21 @@ def reconstruct_features(model: BlockModel, upload: ObservedUpload, *, prior: Au
                 if alt_res < res:
                     solved, labels = alt, searched
         anchor = solved.detach()
-    budget = settings.time_limit
-    if budget is not None and solved is not None:
+    budget = settings.time_limit  # covers the whole call: what the setup and the head solve used is gone
+    if budget is not None:
         budget = max(budget - (time.perf_counter() - t0), 0.0)
 
     mu = resolve_prior_weight(settings, equations, unknowns)
-    problem = _Problem(last=last, head=head, block_params=[params[n] for n in block_names],
-                       head_params=[params[n] for n in head_names],
-                       g_block=[upload.gradients[n].detach() for n in block_names],
-                       g_head=[upload.gradients[n].detach() for n in head_names], labels=labels, shape=shape,
-                       num_classes=num_classes, anchor=anchor, nonnegative=nonneg, soft=soft, prior_weight=mu)
+    problem = ReconstructionProblem(
+        last=last, head=head, block_params=[params[n] for n in block_names], head_params=[params[n] for n in head_names],
+        g_block=[upload.gradients[n].detach() for n in block_names],
+        g_head=[upload.gradients[n].detach() for n in head_names], labels=labels, shape=shape,
+        num_classes=num_classes, anchor=anchor, nonnegative=nonneg, soft=soft, prior_weight=mu,
+        head_weight=settings.head_weight, anchor_weight=settings.anchor_weight)
     restart_limit = None if budget is None else budget / settings.restarts
-    best = min((_optimise(problem, prior, settings, r, restart_limit) for r in range(settings.restarts)),
-               key=lambda run: run[0])  # the first of equal objectives, as before
-    objective, x_best, final_labels, steps_done = best
+    runs = [_optimise(problem, prior, settings, r, restart_limit) for r in range(settings.restarts)]
+    kept = min(range(len(runs)), key=lambda r: runs[r][0])  # the first of equal objectives, as before
+    objective, x_best, final_labels, report = runs[kept]
     with torch.no_grad():
         emb = last(x_best).reshape(b, -1)
     if b == 1 and anchor is not None:
@@ -387,5 +372,6 @@ def reconstruct_features(model: BlockModel, upload: ObservedUpload, *, prior: Au
         if head_residual(w, bias, dw, db, onehot, solved) < head_residual(w, bias, dw, db, onehot, emb):
             emb = solved.clone()
     return Reconstruction(features=x_best, embeddings=emb, labels=final_labels, objective=objective,
-                          steps=steps_done, seconds=time.perf_counter() - t0, equations=equations,
-                          unknowns=unknowns, embedding_unknowns=b * d, prior_weight=mu)
+                          steps=report.steps, seconds=time.perf_counter() - t0, equations=equations,
+                          unknowns=unknowns, embedding_unknowns=b * d, prior_weight=mu,
+                          restarts=[run[3] for run in runs], best_restart=kept)
