@@ -69,9 +69,9 @@ def run_dataset(name: str, args) -> list[dict]:
         found["oracle"] = (attribute_accuracy(oracle.predictions, a), proportion_error(oracle.proportion, a, num_values), 0.0)
         found["majority"] = (attribute_accuracy(np.full(b, majority), a),
                              proportion_error(np.eye(num_values)[majority], a, num_values), 0.0)
-        for method, settings in (("feature_reconstruction", ReconstructionSettings(steps=3000, time_limit=limit)),
+        for method, settings in (("feature_reconstruction", ReconstructionSettings(steps=3000, stop="tolerance", time_limit=limit)),
                                  ("feature_reconstruction_no_prior",
-                                  ReconstructionSettings(steps=3000, time_limit=limit, prior_weight=0.0)),
+                                  ReconstructionSettings(steps=3000, stop="tolerance", time_limit=limit, prior_weight=0.0)),
                                  ("auxiliary_prior", ReconstructionSettings(steps=0, head_solve=False))):
             t0 = time.perf_counter()
             rec = reconstruct_features(model, upload, prior=prior, settings=settings, class_probs=probs)

@@ -11,7 +11,7 @@ the tolerance within the cap" for each).
 Per upload, two runs with the same seed and a ``--cap`` (60 s) time limit:
 
 * ``converged``: ``stop="relative_change"`` (``--rel-tol`` 1e-3 over ``--window`` 100 steps);
-* ``cap``: ``stop="tolerance"``, today's default, which at B = 512 only the cap stops.
+* ``cap``: ``stop="tolerance"`` (the default before ``"auto"``), which at B = 512 only the cap stops.
 
 Both follow the same optimisation path (checked on the thinned traces: ``same_path``), so the
 second is the first run on to the cap. For each: the per-restart reports (stop reason, steps, wall

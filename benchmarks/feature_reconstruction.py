@@ -77,13 +77,13 @@ def run(args, partial=None) -> dict:
             d = true["embedding"].shape[1]
             ratio = {"block_input": eq / unk, "embedding": eq / (b * d)}
             methods = {
-                "feature_reconstruction": ReconstructionSettings(steps=3000, time_limit=limit, seed=args.seed),
-                "feature_reconstruction_no_prior": ReconstructionSettings(steps=3000, time_limit=limit, seed=args.seed,
+                "feature_reconstruction": ReconstructionSettings(steps=3000, stop="tolerance", time_limit=limit, seed=args.seed),
+                "feature_reconstruction_no_prior": ReconstructionSettings(steps=3000, stop="tolerance", time_limit=limit, seed=args.seed,
                                                                           prior_weight=0.0),
-                "feature_reconstruction_no_label_search": ReconstructionSettings(steps=3000, time_limit=limit,
+                "feature_reconstruction_no_label_search": ReconstructionSettings(steps=3000, stop="tolerance", time_limit=limit,
                                                                                  seed=args.seed, label_search=False),
                 "auxiliary_prior": ReconstructionSettings(steps=0, head_solve=False, exact_batch_one=False, seed=args.seed),
-                "feature_reconstruction_patent": ReconstructionSettings.patent(steps=5000, time_limit=base_limit,
+                "feature_reconstruction_patent": ReconstructionSettings.patent(steps=5000, stop="tolerance", time_limit=base_limit,
                                                                                seed=args.seed),
             }
             if not 1 < b <= train.num_classes:  # the label search only runs where the head solve does
