@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import math
 import sys
 import time
@@ -33,6 +34,7 @@ from cotrain.sampling import (  # noqa: E402
     select_kcenter, select_random,
 )
 from cotrain.sampling.encoder import load_encoder, save_encoder  # noqa: E402
+from cotrain.sampling.knn_features import KnnClient  # noqa: E402
 from cotrain.seeding import numpy_rng, torch_generator  # noqa: E402
 
 DOMAINS = ("mnist", "usps", "mnist_m")
@@ -72,6 +74,26 @@ def cached_encoder(pool: Pool, settings: EcosSettings, *, seed: int, cache: str 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_encoder(phi, path)
     return phi
+
+
+def cached_teacher(pool: Pool, *, steps: int, seed: int, cache: str | None) -> torch.nn.Module:
+    """The cloud's large model (width ``TEACHER_WIDTH``) on every labelled pool image; kept in
+    ``cache`` (a folder) per (pool, seed, steps) when given, like phi."""
+    lab = np.flatnonzero(pool.y.numpy() >= 0)
+    path = None
+    if cache:
+        digest = hashlib.sha256(pool.x.numpy().tobytes() + pool.y.numpy().tobytes()).hexdigest()[:16]
+        path = Path(cache) / f"teacher_w{TEACHER_WIDTH}_seed{seed}_steps{steps}_{digest}.pt"
+        if path.is_file():
+            model = build_model(MODEL, input_shape=tuple(pool.x.shape[1:]), num_classes=10, seed=seed,
+                                width=TEACHER_WIDTH)
+            model.load_state_dict(torch.load(path))
+            return model.eval()
+    model = train_supervised(pool.x[lab], pool.y[lab], steps=steps, seed=seed, width=TEACHER_WIDTH)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), path)
+    return model
 
 
 def translate(x: torch.Tensor, g: torch.Generator, pixels: int = 2) -> torch.Tensor:
@@ -127,28 +149,49 @@ def downstream_b(teacher: torch.nn.Module, pool: Pool, idx: np.ndarray, *, steps
 
 
 def downstream_c(grid, cloud, pool: Pool, idx: np.ndarray, *, client: str, steps: int, seed: int, round: int,
-                 score_spends) -> tuple[torch.nn.Module, str, dict]:
-    """Private kNN: the client labels the selection in phi space; a student trains on the answers."""
+                 score_spends, knn_options: dict, features: str = "phi",
+                 teacher: torch.nn.Module | None = None, in_domain: np.ndarray | None = None) -> tuple[torch.nn.Module, str, dict]:
+    """Private kNN: the client labels the selection in ``features`` space (``"phi"``, or ``"teacher"``:
+    the (b) teacher's normalised penultimate features, the teacher sent down); a student trains on
+    the answers."""
     from cotrain.privacy import epsilon_of
     from cotrain.sampling import label_with_private_knn, share_encoder
+    from cotrain.sampling.knn_features import FEATURES_OPTION, penultimate_features, share_knn_network
 
     share_encoder(grid, cloud.encoder, client=client, round=round)
-    first = len(grid.ledger.privacy)
-    answered, labels, eps_knn = label_with_private_knn(grid, cloud.features[idx], client=client, round=round + 2,
-                                                       options=KNN_OPTIONS)
-    extra = {"answered": int(len(answered)), "epsilon_knn": eps_knn,
-             "answered_label_accuracy": float((torch.as_tensor(labels) == pool.y[idx[answered]]).float().mean())
-             if len(answered) else None}
+    first, first_entry = len(grid.ledger.privacy), len(grid.ledger.entries)
+    extra: dict = {"knn_features": features}
+    if features == "teacher":
+        extra["bytes_knn_network"] = share_knn_network(grid, teacher, model_name=MODEL, client=client,
+                                                       options={"width": TEACHER_WIDTH}, round=round + 1)
+        queries = penultimate_features(teacher, pool.x[idx]).numpy()
+    else:
+        queries = cloud.features[idx]
+    answered, labels, eps_knn = label_with_private_knn(grid, queries, client=client, round=round + 2,
+                                                       options={**knn_options, FEATURES_OPTION: features})
+    knn = [e for e in grid.ledger.entries[first_entry:] if e.kind == "ecos_knn_label"]
+    truth = pool.y[idx[answered]]
+    right = torch.as_tensor(labels) == truth
+    extra.update({"answered": int(len(answered)), "epsilon_knn": eps_knn,
+                  "answered_label_accuracy": float(right.float().mean()) if len(answered) else None,
+                  "answered_labelled": int((truth >= 0).sum()),
+                  "answered_labelled_accuracy": float(right[truth >= 0].float().mean()) if (truth >= 0).any() else None,
+                  "answered_in_domain": None if in_domain is None else int(in_domain[idx[answered]].sum()),
+                  "bytes_knn_queries": sum(e.bytes for e in knn if e.direction == "down"),
+                  "bytes_knn_labels": sum(e.bytes for e in knn if e.direction == "up"),
+                  "knn_options": dict(knn_options)})
     if score_spends:  # the client's total: scores and labels composed (RDP)
         extra["epsilon_total"] = float(epsilon_of(list(score_spends) + grid.ledger.privacy[first:], delta=1e-5,
                                                   accountant="rdp"))
     if not len(answered):
         raise RuntimeError("private kNN answered no query: lower the threshold")
     model = train_supervised(pool.x[idx[answered]], torch.as_tensor(labels), steps=steps, seed=seed)
-    return model, "private kNN labels (answered only) -> supervised student", extra
+    return model, f"private kNN labels in {features} space (answered only) -> supervised student", extra
 
 
-KNN_OPTIONS: dict = {}
+def parse_knn(text: str) -> dict:
+    """``"sampling_rate=0.6,k=300,..."`` -> the private-kNN keyword options."""
+    return {k: (int(v) if k == "k" else float(v)) for k, v in (kv.split("=") for kv in text.split(","))}
 
 
 def main() -> None:
@@ -168,8 +211,11 @@ def main() -> None:
     p.add_argument("--candidate-factor", type=float, default=2.0)
     p.add_argument("--downstreams", nargs="+", default=["selective_labelling"],
                    choices=["selective_labelling", "distillation", "private_knn"])
-    p.add_argument("--knn", default="sampling_rate=0.6,k=300,sigma1=75,threshold=180,sigma2=25",
-                   help="private kNN settings (Zhu et al.'s MNIST ones; rate scaled to the client's size)")
+    p.add_argument("--knn", nargs="+", default=["sampling_rate=0.6,k=300,sigma1=75,threshold=180,sigma2=25"],
+                   help="private kNN settings, one run each (default: Zhu et al.'s MNIST ones, rate scaled to "
+                        "the client's size; benchmarks/private_knn_settings.py sweeps them)")
+    p.add_argument("--knn-features", nargs="+", choices=["phi", "teacher"], default=["phi"],
+                   help="private kNN's spaces: phi, and/or the (b) teacher's penultimate features (sent down)")
     p.add_argument("--trainer", choices=["supervised", "fixmatch"], default="supervised",
                    help="downstream (a): supervised on the labelled selection, or FixMatch with the pool")
     p.add_argument("--mu", type=int, default=2, help="FixMatch: unlabelled batch = mu x batch")
@@ -183,7 +229,7 @@ def main() -> None:
         args.domains, args.per_source, args.client_cap, args.test_cap = ["usps"], 300, 500, 300
         args.steps, args.encoder_steps, args.k, args.budgets, args.ks = 60, 40, 20, [200], [10, 20]
     setup_threads(args)
-    KNN_OPTIONS.update({k: (int(v) if k == "k" else float(v)) for k, v in (kv.split("=") for kv in args.knn.split(","))})
+    knn_variants = [(space, parse_knn(text)) for space in args.knn_features for text in args.knn]
     rows, notes = [], {"privacy": "cotrain.privacy (PLD accountant for the scores, RDP for private kNN)"}
     if args.selection_sweep:
         return selection_sweep(args, notes)
@@ -201,7 +247,7 @@ def main() -> None:
                                                                 seed=seed, cache=args.encoder_cache, tag=domain))
                       for enc in args.encoders}
             prep_seconds = time.time() - t0
-            client = EcosClient("client", pool.client_train, seed=seed, test=pool.client_test)
+            client = KnnClient("client", pool.client_train, seed=seed, test=pool.client_test)
             grid = InProcessGrid({"client": client})
             rnd = 0
             for budget in args.budgets:
@@ -230,13 +276,13 @@ def main() -> None:
                                       {"select_seconds": time.time() - t1}))
                     else:
                         picks.append((method, "", None, {}))
+                teacher = None
                 for downstream in args.downstreams:
-                    teacher = None
-                    if downstream == "distillation":  # the cloud's large model, on every labelled pool image
-                        lab = np.flatnonzero(pool.y.numpy() >= 0)
-                        teacher = train_supervised(pool.x[lab], pool.y[lab], steps=args.steps, seed=seed,
-                                                   width=TEACHER_WIDTH)
-                    for method, enc, idx, info in picks:
+                    if teacher is None and (downstream == "distillation" or (
+                            downstream == "private_knn" and "teacher" in args.knn_features)):
+                        teacher = cached_teacher(pool, steps=args.steps, seed=seed, cache=args.encoder_cache)
+                    variants = knn_variants if downstream == "private_knn" else [("", {})]
+                    for (method, enc, idx, info), (space, knn_options) in itertools.product(picks, variants):
                         if idx is None and downstream != "selective_labelling":
                             continue  # local and full_pool are baselines of (a)
                         t1 = time.time()
@@ -257,7 +303,10 @@ def main() -> None:
                         else:
                             model, note, extra = downstream_c(grid, clouds[args.encoders[0]], pool, idx, client="client",
                                                               steps=args.steps, seed=seed, round=rnd,
-                                                              score_spends=info.get("spends", ()))
+                                                              score_spends=info.get("spends", ()),
+                                                              knn_options=knn_options, features=space,
+                                                              teacher=teacher,
+                                                              in_domain=in_domain)
                             rnd += 3
                         acc = evaluate_at_client(grid, model, client="client", model_name=MODEL,
                                                  options=MODEL_OPTIONS, round=rnd)
@@ -275,8 +324,9 @@ def main() -> None:
                                                                             "spends")},
                                **extra}
                         rows.append(row)
-                        print({k: row[k] for k in ("client_domain", "method", "downstream", "encoder", "budget",
-                                                   "test_accuracy", "epsilon", "in_domain_fraction")}, flush=True)
+                        print({k: row.get(k) for k in ("client_domain", "method", "downstream", "encoder", "budget",
+                                                       "test_accuracy", "epsilon", "in_domain_fraction", "knn_features",
+                                                       "answered", "answered_label_accuracy")}, flush=True)
             print(f"{domain} seed {seed}: prepare {prep_seconds:.0f}s, pool {len(pool.y)}", flush=True)
     write_json(args.json, {"benchmark": "open_source_sampling", "args": vars(args), "environment": environment(),
                            "notes": notes, "rows": rows})

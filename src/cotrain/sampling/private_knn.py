@@ -25,7 +25,13 @@ Both are subsampled Gaussian mechanisms, rate gamma, one per query: the screenin
 Q queries, the argmax only for the answered ones (the answered set is itself the screening's
 output). The spends go to ``record`` as :class:`~cotrain.runtime.spend.PrivacySpend` with the noise
 multiplier sigma / Delta; (epsilon, delta) comes from the accountant (RDP of the subsampled Gaussian).
-Published MNIST settings: gamma 0.05, k 300, sigma1 75, T 180, sigma2 25.
+Published MNIST settings: gamma 0.05, k 300, sigma1 75, T 180, sigma2 25 (for ~60,000 client
+samples: with N samples the subsample keeps gamma * N, and k must stay well below that, or every
+kept sample votes and the vote is the subsample's class histogram).
+
+The feature space is the caller's: :mod:`cotrain.sampling.knn_features` gives phi or a labelled
+teacher's penultimate features (Zhu et al. use the latter kind); it must not depend on the client's
+data, or the sensitivities above do not hold.
 """
 
 from __future__ import annotations
