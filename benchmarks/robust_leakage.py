@@ -78,8 +78,9 @@ def make_config(s: dict[str, Any], rule: str, sigma: float | None, out: str) -> 
     return config_from_dict(cfg)
 
 
-def initial_gradient_norms(s: dict[str, Any], out: str, n: int = 20) -> list[float]:
-    """Batch-gradient norms (batches of the run's size) of the initial shared model on training data."""
+def initial_gradient_norms(s: dict[str, Any], out: str, n: int = 20) -> tuple[list[float], int]:
+    """Batch-gradient norms (batches of the run's size) of the initial shared model on training data,
+    and the model's parameter count d (the noise on an upload has norm about sigma * C * sqrt(d))."""
     import torch
 
     from cotrain.experiment.prepare import prepare_data
@@ -95,7 +96,7 @@ def initial_gradient_norms(s: dict[str, Any], out: str, n: int = 20) -> list[flo
         model.zero_grad()
         torch.nn.functional.cross_entropy(model(train.x[idx]), train.y[idx]).backward()
         norms.append(float(torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))))
-    return sorted(norms)
+    return sorted(norms), sum(p.numel() for p in model.parameters())
 
 
 def run_setting(s: dict[str, Any], name: str, rule: str, sigma: float | None, out: str) -> dict[str, Any]:
@@ -117,7 +118,7 @@ def run_setting(s: dict[str, Any], name: str, rule: str, sigma: float | None, ou
             "audit_by_round": by_round(audit),
             "attribute": s["attribute"], "participants": s["participants"], "batch_size": s["batch_size"],
             "rounds": s["rounds"], "audit_rounds": s["audit_rounds"], "server_lr": s["server_lr"],
-            "seconds": round(time.perf_counter() - t0, 1)}
+            "model_parameters": s.get("model_parameters"), "seconds": round(time.perf_counter() - t0, 1)}
 
 
 # data set -> (load options, private attribute); the attribute is never the task
@@ -186,7 +187,7 @@ def main() -> None:
     for seed in ints(args.seeds):
         s["seed"] = seed
         with tempfile.TemporaryDirectory() as out:
-            norms = initial_gradient_norms(s, out)
+            norms, s["model_parameters"] = initial_gradient_norms(s, out)
             s["initial_gradient_norms"] = [round(v, 4) for v in norms]
             s["clip_norm"] = args.clip if args.clip is not None else round(norms[len(norms) // 2], 3)
             for name, rule, sigma in grid:
