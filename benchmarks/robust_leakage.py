@@ -17,12 +17,15 @@ depends on the batch per upload: E(X) is determined by the head's gradient only 
 (docs/audit.md), so ``--batch-size`` below the class count is where it is expected to succeed.
 
     # the first run (UTKFace, B = 16, audit at rounds 150 and 300: the positive control failed)
-    python benchmarks/robust_leakage.py --data-dir ../shared/data --threads 1 \
+    python benchmarks/robust_leakage.py --data-dir ../shared/data --threads 1 \\
         --json benchmarks/results/robust_leakage.json
     # the runs with a working positive control (docs/robust.md, "Leakage")
-    python benchmarks/robust_leakage.py --data-dir ../shared/data --threads 1 --dataset synthetic \
-        --batch-size 8 --rounds 300 --audit-rounds 1,150,300 --sigmas 0.01,1 --seeds 0 \
+    python benchmarks/robust_leakage.py --data-dir ../shared/data --threads 1 --dataset synthetic \\
+        --batch-size 8 --rounds 300 --audit-rounds 1,150,300 --sigmas 0.01,1 --seeds 0 \\
         --json benchmarks/results/robust_leakage_synthetic.json
+    python benchmarks/robust_leakage.py --data-dir ../shared/data --threads 1 --dataset utkface \\
+        --batch-size 4 --rounds 300 --audit-rounds 1,150,300 --sigmas 0.01,1 --settings none,dp_0.01,dp_1 \\
+        --json benchmarks/results/robust_leakage_utkface_b4.json
     python benchmarks/robust_leakage.py --quick --json /tmp/robust_leakage_quick.json
 
 ``--settings`` runs a subset of the grid, ``--seeds`` several seeds, ``--append`` keeps the rows
