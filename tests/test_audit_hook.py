@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from cotrain.experiment.crosscutting.audit import AuditObserver, AuditSection
@@ -52,3 +53,33 @@ def test_observer_scores_the_majority_guess_on_the_audited_batch(tiny_dataset):
     obs(1, {"p0": TrainResult(grads, "gradient", 50, 4, 0.0)}, model)
     # Assert
     assert obs.rows[0]["majority_accuracy"] == 0.75
+
+
+def test_audit_stop_rule_is_a_config_key_checked_in_one_line():
+    from cotrain.errors import ConfigError
+    from cotrain.experiment.config import demo_config, with_overrides
+
+    # Prepare: a FedSGD demo run with the audit on
+    cfg = with_overrides(demo_config(quick=True), {"fedavg.upload": "gradient", "audit.enabled": True})
+    # Execute / Assert: a known rule reaches the section, an unknown one is one line naming the key
+    assert with_overrides(cfg, {"audit.stop": "relative_change"}).audit.stop == "relative_change"
+    with pytest.raises(ConfigError, match=r"^audit\.stop: .*relative_change, tolerance"):
+        with_overrides(cfg, {"audit.stop": "plateau"})
+
+
+def test_observer_passes_the_stop_rule_to_the_reconstruction(tiny_dataset, monkeypatch):
+    import cotrain.experiment.crosscutting.audit as hook
+
+    # Prepare: record the settings the observer hands to the attack
+    model, x, y, grads = _gradient_upload(tiny_dataset)
+    seen = []
+    real = hook.audit_upload
+    monkeypatch.setattr(hook, "audit_upload", lambda *a, settings, **k: seen.append(settings) or real(
+        *a, settings=settings, **k))
+    truth = lambda pid: (x, y, {"flag": tiny_dataset.attributes["flag"][:4]})  # noqa: E731
+    section = AuditSection(rounds=[1], attribute="flag", aux_samples=60, steps=2, stop="tolerance", rel_tol=0.01)
+    # Execute
+    AuditObserver(section, tiny_dataset.subset(range(100, 200)), truth)(
+        1, {"p0": TrainResult(grads, "gradient", 50, 4, 0.0)}, model)
+    # Assert
+    assert [(s.stop, s.rel_tol) for s in seen] == [("tolerance", 0.01)]

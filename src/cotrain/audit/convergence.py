@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from cotrain.errors import ConfigError
+from cotrain.registry import Registry
 
 StopRule = Callable[["StopMonitor", float], "str | None"]
 
@@ -50,11 +51,11 @@ def _relative_change_rule(monitor: "StopMonitor", objective: float) -> str | Non
     return "converged" if before - now < monitor.rel_tol * abs(before) else None
 
 
-STOP_RULES: dict[str, StopRule] = {
-    "tolerance": _tolerance_rule,
-    "relative_change": _relative_change_rule,
-}
-"""Stopping rules by name (module docstring); each returns a stop reason or ``None`` to go on."""
+STOP_RULES: Registry[StopRule] = Registry("stop rule")
+"""Stopping rules by name (module docstring); each returns a stop reason or ``None`` to go on.
+Another rule is ``STOP_RULES.add(name, rule)`` with ``rule(monitor, objective) -> reason | None``."""
+STOP_RULES.add("tolerance", _tolerance_rule)
+STOP_RULES.add("relative_change", _relative_change_rule)
 
 STOP_REASONS = ("converged", "tolerance", "time_cap", "max_steps")
 
@@ -75,7 +76,7 @@ def resolve_stop_rule(stop: str, prior_weight: float) -> str:
 def check_stop_settings(stop: str, rel_tol: float, window: int, trace_every: int) -> None:
     """One-line :class:`cotrain.errors.ConfigError` for an unknown rule or out-of-range parameters."""
     if stop != "auto" and stop not in STOP_RULES:
-        raise ConfigError(f"stop must be 'auto' or one of {sorted(STOP_RULES)}, got {stop!r}")
+        raise ConfigError(f"stop must be 'auto' or one of {STOP_RULES.names()}, got {stop!r}")
     if not rel_tol >= 0:
         raise ConfigError(f"rel_tol must be >= 0, got {rel_tol!r}")
     if window < 1 or trace_every < 1:
@@ -110,7 +111,7 @@ class StopMonitor:
     def __init__(self, *, rule: str = "tolerance", tolerance: float = 1e-7, rel_tol: float = 1e-3,
                  window: int = 100, trace_every: int = 10, time_limit: float | None = None) -> None:
         check_stop_settings(rule, rel_tol, window, trace_every)
-        self.rule = STOP_RULES[rule]
+        self.rule = STOP_RULES.get(rule)
         self.tolerance, self.rel_tol, self.window = tolerance, rel_tol, window
         self.trace_every, self.time_limit = trace_every, time_limit
         self.best_history: deque[float] = deque(maxlen=window + 1)

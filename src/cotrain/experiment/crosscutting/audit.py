@@ -15,9 +15,10 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cotrain.audit.api import audit_upload, auxiliary_sample, server_knowledge
+from cotrain.audit.convergence import STOP_RULES
 from cotrain.audit.feature_reconstruction import ReconstructionSettings
 from cotrain.audit.scoring import attribute_accuracy, match, proportion_error
 from cotrain.audit.threat_model import ObservedUpload
@@ -40,6 +41,18 @@ class AuditSection(Section):
     aux_samples: int = Field(1000, ge=10)
     steps: int = Field(500, ge=0)
     time_limit_s: float = Field(30.0, gt=0)
+    stop: str = Field("auto", description=(
+        "when a restart stops: 'tolerance', 'relative_change' or 'auto' (relative_change where the prior "
+        "term is on); see cotrain.audit.convergence"))
+    rel_tol: float = Field(1e-3, ge=0, description="relative_change: least relative fall of the best objective "
+                           "over its window of steps")
+
+    @field_validator("stop")
+    @classmethod
+    def _known_stop_rule(cls, v: str) -> str:
+        if v != "auto" and v not in STOP_RULES:
+            raise ValueError(f"must be 'auto' or one of {', '.join(STOP_RULES.names())}")
+        return v
 
 
 class AuditObserver:
@@ -58,7 +71,8 @@ class AuditObserver:
         self.current_round = round
         if round not in self.section.rounds:
             return
-        settings = ReconstructionSettings(steps=self.section.steps, time_limit=self.section.time_limit_s, seed=self.seed)
+        settings = ReconstructionSettings(steps=self.section.steps, time_limit=self.section.time_limit_s,
+                                          stop=self.section.stop, rel_tol=self.section.rel_tol, seed=self.seed)
         knowledge = None
         for pid, result in results.items():
             if result.kind != "gradient" or (self.section.participants and pid not in self.section.participants):
