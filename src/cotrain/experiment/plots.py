@@ -32,13 +32,20 @@ def _save(fig: Any, path: str | Path) -> Path:
 
 
 def plot_accuracy(history: Sequence[dict[str, Any]], path: str | Path, *, title: str = "Test accuracy",
-                  xlabel: str = "round") -> Path:
-    """Test accuracy (left axis) and test loss (right axis) per round (``xlabel``: "epoch" for split learning)."""
+                  xlabel: str = "round", reference: Sequence[dict[str, Any]] | None = None,
+                  reference_label: str = "clean run") -> Path:
+    """Test accuracy (left axis) and test loss (right axis) per round (``xlabel``: "epoch" for split learning);
+    ``reference``: another run's records, whose accuracy is drawn dashed beside (an attacked run's clean run)."""
     rounds = [r["round"] for r in history]
     acc = [r.get("test_accuracy") for r in history]
     loss = [r.get("test_loss") for r in history]
     fig, ax = figure((6, 3.6))
     ax.plot(rounds, [a if a is not None else float("nan") for a in acc], "o-", color="tab:blue", label="accuracy")
+    if reference:
+        ax.plot([r["round"] for r in reference], [r.get("test_accuracy") if r.get("test_accuracy") is not None
+                                                  else float("nan") for r in reference],
+                "--", color="0.45", label=f"accuracy, {reference_label}")
+        ax.legend(loc="lower right", fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy", color="tab:blue")
     ax.set_ylim(0, 1.02)

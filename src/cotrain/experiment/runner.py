@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 
 from cotrain.experiment.checkpoint import RunCheckpoint, RunInterrupted
+from cotrain.experiment.clean_run import clean_summary, load_clean_run
 from cotrain.experiment.config import ExperimentConfig, config_from_dict, save_config
 from cotrain.experiment.method import Method, MethodOutcome, RunContext, get_method
 from cotrain.data.plots import plot_partition
@@ -67,6 +68,7 @@ def prepare(cfg: ExperimentConfig) -> Method:
     Raises ``ConfigError`` (one line naming the key) or ``DatasetNotFoundError`` (naming the path).
     """
     cfg = config_from_dict(cfg.model_dump())  # configs edited in code are checked again
+    load_clean_run(cfg)  # a bad [attack] clean_run fails here, before anything trains
     return get_method(cfg.method.name)(cfg)
 
 
@@ -157,10 +159,13 @@ def train(method: Method, folder: RunFolder, checkpoint: RunCheckpoint, *, progr
         atomic_write(folder.model, lambda tmp: torch.save(outcome.model_state, tmp))
     summary = build_summary(cfg, method, outcome, seconds=seconds, started=checkpoint.extra["started"],
                             run_dir=folder.path)
+    clean = load_clean_run(cfg)
+    summary.update(clean_summary(clean, summary.get("final_test_accuracy")))
     summary["status"] = "complete"
     if checkpoint.extra["resumed_after"]:
         summary["resumed_after_rounds"] = list(checkpoint.extra["resumed_after"])
-    report.sections[:0] = standard_sections(folder, method, outcome, summary)
+    report.sections[:0] = standard_sections(folder, method, outcome, summary,
+                                            reference=clean.history if clean is not None else None)
     report.write(folder.report)
     folder.write_summary(summary)  # last: the folder is complete only once everything is written
     folder.checkpoint.unlink(missing_ok=True)
@@ -218,15 +223,16 @@ def privacy_summary(cfg: ExperimentConfig, ledger: Ledger) -> dict[str, Any]:
 
 
 def standard_sections(folder: RunFolder, method: Method, outcome: MethodOutcome,
-                      summary: dict[str, Any]) -> list[Section]:
-    """Summary, plots, per-round and per-participant tables (written as PNGs into the folder too)."""
+                      summary: dict[str, Any], *, reference: list[dict[str, Any]] | None = None) -> list[Section]:
+    """Summary, plots, per-round and per-participant tables (written as PNGs into the folder too);
+    ``reference``: the clean run's records, drawn beside the accuracy."""
     word = method.round_word
     shown = {(f"{word}s" if k == "rounds" else k): v for k, v in summary.items()
              if k not in ("run_dir", "bytes_by_payload", "epsilon_by_party", "leakage")}
     sections = [Section("Summary", key_value_html(shown)),
                 Section("Hyperparameters", key_value_html(resolved_settings(method.cfg, method)))]
     if outcome.history:
-        png = plot_accuracy(outcome.history, folder.plot("accuracy"), xlabel=word)
+        png = plot_accuracy(outcome.history, folder.plot("accuracy"), xlabel=word, reference=reference)
         sections.append(Section(f"Test accuracy per {word}", image_html(png, alt=f"accuracy per {word}")))
     by_round = outcome.ledger.bytes_by_round_and_payload()
     if by_round:

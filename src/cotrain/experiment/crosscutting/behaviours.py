@@ -30,11 +30,15 @@ def _checked(section: str, name: Callable[[], Any], options: Callable[[], Any]) 
 
 @register_section("attack")
 class AttackSection(Section):
-    """``[attack]``: ``name`` (empty: no attack), the malicious ``fraction`` and the attack's ``options``."""
+    """``[attack]``: ``name`` (empty: no attack), the malicious ``fraction``, the attack's ``options`` and
+    optionally ``clean_run``, the clean run to measure the attack against."""
 
     name: str | None = None
     fraction: float = Field(0.0, ge=0, le=1)
     options: dict[str, Any] = Field(default_factory=dict)
+    clean_run: str | None = Field(None, description=(
+        "folder of the same experiment's finished run with no attack: the report draws its accuracy per "
+        "round beside this run's and the summary gains accuracy_drop_vs_clean (cotrain.experiment.clean_run)"))
 
     @model_validator(mode="after")
     def _known(self) -> "AttackSection":
