@@ -27,6 +27,9 @@ def test_ecos_selects_the_clients_domain_and_trains_a_model_for_it(tmp_path):
     # only centroids, phi, noisy scores and the model crossed: nothing shaped like the client's images
     assert result.ledger.raw_data_findings((3, 32, 32)) == []
     assert s["bytes_scores"] == 12 * 4  # K float32 scores up
+    # the report draws the coverage per cluster (noisy and, in process, exact) and the selection's sources
+    assert (result.run_dir / "coverage.png").stat().st_size > 0
+    assert "coverage per cluster" in (result.run_dir / "report.html").read_text()
 
 
 def test_ecos_has_one_client(tmp_path):
@@ -49,3 +52,4 @@ def test_ecos_on_flower_equals_in_process(tmp_path):
         assert a[key] == b[key], key
     assert [(e.kind, e.sender, e.receiver, e.bytes) for e in local.ledger.entries] == \
         [(e.kind, e.sender, e.receiver, e.bytes) for e in remote.ledger.entries]
+    assert (remote.run_dir / "coverage.png").is_file()  # drawn from the noisy scores alone there

@@ -111,3 +111,33 @@ def plot_scores(history: Sequence[dict[str, Any]], path: str | Path, *, marked: 
     ax.set_xlabel("round")
     ax.set_title("Aggregation scores (x: excluded, *: malicious)")
     return _save(fig, path)
+
+
+def plot_coverage(noisy: Sequence[float], allocated: Sequence[int], path: str | Path, *,
+                  exact: Sequence[float] | None = None, composition: dict[str, int] | None = None) -> Path:
+    """ECOS at a glance: per cluster (sorted by noisy score) the noisy coverage score, the exact one
+    when known (in process only: on Flower it never leaves the client) and the samples allocated;
+    beside it the selection's composition by source."""
+    order = sorted(range(len(noisy)), key=lambda j: -noisy[j])
+    fig = Figure(figsize=(10, 3.6) if composition else (6, 3.6))
+    ax = fig.add_subplot(1, 2 if composition else 1, 1)
+    xs = range(len(order))
+    ax.bar(xs, [allocated[j] for j in order], color="tab:green", alpha=0.35, label="samples allocated")
+    ax.plot(xs, [noisy[j] for j in order], ".", color="tab:blue", label="noisy score (sent)")
+    if exact is not None:
+        ax.plot(xs, [exact[j] for j in order], "_", color="black", label="exact count (client only)")
+    ax.set_xlabel("cluster, by noisy score")
+    ax.set_ylabel("client samples / allocated")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    ax.set_title("Centroid coverage")
+    if composition:
+        ax2 = fig.add_subplot(1, 2, 2)
+        names = sorted(composition, key=lambda n: -composition[n])
+        ax2.barh(range(len(names)), [composition[n] for n in names], color="tab:purple")
+        ax2.set_yticks(range(len(names)))
+        ax2.set_yticklabels(names, fontsize=7)
+        ax2.invert_yaxis()
+        ax2.set_xlabel("selected samples")
+        ax2.set_title("Selection by source")
+    return _save(fig, path)

@@ -155,24 +155,32 @@ class OpenSourceSampling(Method):
         return len(self.client_test)
 
     def run(self, ctx: RunContext) -> MethodOutcome:
-        from cotrain.experiment.report import key_value_html, table_html
+        from cotrain.experiment.plots import plot_coverage
+        from cotrain.experiment.report import image_html, key_value_html, table_html
         from cotrain.runtime import InProcessGrid
 
         client = _client_id(self.cfg, 0)
+        exact = None
         if self.cfg.run.runtime == "inprocess":
             node = EcosClient(client, self.client_train, seed=self.cfg.run.seed, test=self.client_test)
             grid = InProcessGrid({client: node})
             out = self.serve(grid)
-            record, summary, table, state, ledger = out.history[0], out.artifacts["summary"], \
-                out.artifacts["clusters"], out.state_dict, grid.ledger
+            record, artifacts, state, ledger = out.history[0], out.artifacts, out.state_dict, grid.ledger
             ctx.on_round(record)
             exact = node.exact_scores  # the client's own view, read in process for the report only
-            for row in table:
-                row["exact"] = float(exact[row["cluster"]]) if exact is not None else None
         else:  # the cloud is the ServerApp, the client a ClientApp; only the messages below cross
             history, ledger, state, artifacts = self.run_on_flower(ctx)
-            record, summary, table = history[0], artifacts["summary"], artifacts["clusters"]
-        ctx.report.add_section("Open-source sampling (ECOS)", key_value_html(summary) + table_html(table))
+            record = history[0]
+        summary, table, coverage = artifacts["summary"], artifacts["clusters"], artifacts["coverage"]
+        for row in table:
+            row["exact"] = float(exact[row["cluster"]]) if exact is not None else None
+        png = plot_coverage(coverage["noisy"], coverage["allocated"], ctx.run_dir / "coverage.png",
+                            exact=None if exact is None else [float(v) for v in exact],
+                            composition=summary["selection_by_source"])
+        ctx.report.add_section("Open-source sampling (ECOS)", key_value_html(summary) + image_html(
+            png, alt="coverage per cluster", caption="Noisy coverage score per cluster (what the client sent), the "
+            "samples the cloud allocated to it and the selection's sources; the exact counts are drawn only in "
+            "process (on Flower they never leave the client).") + table_html(table))
         return MethodOutcome(history=[record], ledger=ledger, model_state=state, summary=summary,
                              participant_rows=[{"participant": client, "train_samples": len(self.client_train),
                                                 "test_samples": len(self.client_test)}])
@@ -218,7 +226,10 @@ class OpenSourceSampling(Method):
                    "client_test_accuracy": accuracy, "train": stats}
         clusters = [{"cluster": int(j), "exact": None, "noisy": round(float(result.noisy_scores[j]), 2),
                      "allocated": int(result.allocation.counts[j])} for j in np.argsort(-result.noisy_scores)[:20]]
-        return ServerResult([record], dict(model.state_dict()), {"summary": summary, "clusters": clusters})
+        coverage = {"noisy": [round(float(v), 4) for v in result.noisy_scores],
+                    "allocated": [int(c) for c in result.allocation.counts]}
+        return ServerResult([record], dict(model.state_dict()), {"summary": summary, "clusters": clusters,
+                                                                 "coverage": coverage})
 
     def _train(self, model: Any, labelled: Any, seed: int) -> dict[str, Any]:
         from cotrain.sampling.fixmatch import train_fixmatch, train_supervised
