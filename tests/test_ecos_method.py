@@ -53,3 +53,30 @@ def test_ecos_on_flower_equals_in_process(tmp_path):
     assert [(e.kind, e.sender, e.receiver, e.bytes) for e in local.ledger.entries] == \
         [(e.kind, e.sender, e.receiver, e.bytes) for e in remote.ledger.entries]
     assert (remote.run_dir / "coverage.png").is_file()  # drawn from the noisy scores alone there
+
+
+def test_an_ecos_run_resumed_after_the_exchange_releases_the_scores_once(tmp_path, monkeypatch):
+    import cotrain.sampling.protocol as protocol
+    from cotrain.experiment.checkpoint import RunInterrupted
+    from cotrain.experiment.resume import resume_experiment
+
+    # Prepare: the same small run twice, the second stopped right after the client's scores came in
+    base = with_overrides(load_config(EXAMPLE), {"run.output_dir": str(tmp_path), "ecos.encoder_steps": 10,
+                                                 "ecos.budget": 60, "ecos.k": 8, "ecos.train_steps": 30})
+    whole = run_experiment(with_overrides(base, {"run.name": "whole"}))
+    with pytest.raises(RunInterrupted) as stopped:
+        run_experiment(with_overrides(base, {"run.name": "stopped"}), stop_after_round=0)
+    # Execute: the client must not be asked again (a second release would spend epsilon twice)
+    def ask_again(*args, **kwargs):
+        raise AssertionError("the resumed run asked the client for its scores again")
+
+    monkeypatch.setattr(protocol, "run_ecos", ask_again)
+    resumed = resume_experiment(stopped.value.run_dir)
+    # Assert: the uninterrupted run's selection, model, spend and messages; one release on the ledger
+    a, b = whole.summary, resumed.summary
+    for key in ("selection_by_source", "client_test_accuracy", "ecos_epsilon", "epsilon_by_party", "bytes_up",
+                "bytes_down", "messages", "privacy_releases"):
+        assert a[key] == b[key], key
+    assert b["privacy_releases"] == 1 and b["status"] == "complete"
+    assert [(e.kind, e.sender, e.receiver, e.bytes) for e in whole.ledger.entries] == \
+        [(e.kind, e.sender, e.receiver, e.bytes) for e in resumed.ledger.entries]

@@ -28,7 +28,10 @@ from cotrain.experiment.flower import config_job
 from cotrain.sampling.protocol import EcosClient, EcosSettings
 
 if TYPE_CHECKING:
+    from cotrain.experiment.checkpoint import RunCheckpoint
     from cotrain.experiment.config import ExperimentConfig
+    from cotrain.runtime.ledger import Ledger
+    from cotrain.sampling.protocol import EcosResult
     from cotrain.runtime.job import ServerResult
 
 _DEFAULTS = EcosSettings()
@@ -100,6 +103,38 @@ def _pool(cfg: "ExperimentConfig", shape: tuple[int, ...]) -> tuple[Any, Any, An
     return torch.cat(xs), torch.cat(ys), np.asarray(torch.cat(src)), names
 
 
+def _result_state(result: "EcosResult") -> dict[str, Any]:
+    """What the cloud keeps of the exchange, as tensors and plain values (the released scores and the
+    selection; nothing of the client's beyond what it sent)."""
+    import torch
+
+    a = result.allocation
+    return {"indices": torch.as_tensor(result.indices), "noisy_scores": torch.as_tensor(result.noisy_scores),
+            "counts": torch.as_tensor(a.counts), "weights": torch.as_tensor(a.weights), "fallback": bool(a.fallback),
+            "epsilon": float(result.epsilon), "delta": float(result.delta),
+            "bytes": [result.bytes_encoder, result.bytes_centroids, result.bytes_scores, result.bytes_values]}
+
+
+def _resumed(checkpoint: "RunCheckpoint | None", grid: Any) -> "EcosResult | None":
+    """The exchange of a run resumed after it (its ledger put back), or None when it has to run."""
+    if checkpoint is None or checkpoint.saved is None:
+        return None
+    from cotrain.experiment.checkpoint import set_rng_state
+    from cotrain.sampling.protocol import EcosResult
+    from cotrain.sampling.selection import Allocation
+
+    state = checkpoint.saved["ecos"]
+    ledger: "Ledger" = grid.ledger
+    checkpoint.restore_ledger(ledger)
+    set_rng_state(checkpoint.saved["rng"])
+    spends = tuple(ledger.privacy)
+    b_enc, b_cen, b_sco, b_val = (int(v) for v in state["bytes"])
+    return EcosResult(indices=state["indices"].numpy(), noisy_scores=state["noisy_scores"].numpy(),
+                      allocation=Allocation(state["counts"].numpy(), state["weights"].numpy(), bool(state["fallback"])),
+                      epsilon=float(state["epsilon"]), delta=float(state["delta"]), bytes_encoder=b_enc,
+                      bytes_centroids=b_cen, bytes_scores=b_sco, bytes_values=b_val, spends=spends)
+
+
 def _client_id(cfg: "ExperimentConfig", index: int) -> str:
     from cotrain.experiment.setup import participant_id
 
@@ -151,6 +186,12 @@ class OpenSourceSampling(Method):
         return 1
 
     @property
+    def resumable(self) -> bool:
+        """In process: the run checkpoints once the client's scores are in, so ``--resume`` selects and
+        trains from them without a second release (and a second spend)."""
+        return self.cfg.run.runtime == "inprocess"
+
+    @property
     def test_samples(self) -> int:
         return len(self.client_test)
 
@@ -164,7 +205,7 @@ class OpenSourceSampling(Method):
         if self.cfg.run.runtime == "inprocess":
             node = EcosClient(client, self.client_train, seed=self.cfg.run.seed, test=self.client_test)
             grid = InProcessGrid({client: node})
-            out = self.serve(grid)
+            out = self.serve(grid, ctx.checkpoint)
             record, artifacts, state, ledger = out.history[0], out.artifacts, out.state_dict, grid.ledger
             ctx.on_round(record)
             exact = node.exact_scores  # the client's own view, read in process for the report only
@@ -185,7 +226,7 @@ class OpenSourceSampling(Method):
                              participant_rows=[{"participant": client, "train_samples": len(self.client_train),
                                                 "test_samples": len(self.client_test)}])
 
-    def serve(self, grid: Any) -> "ServerResult":
+    def serve(self, grid: Any, checkpoint: "RunCheckpoint | None" = None) -> "ServerResult":
         """The cloud's side on any grid: compress, ask for scores, select, label, train, send the model
         down for the client's own test; the record, the final model and the summary as artefacts."""
         import time
@@ -201,8 +242,12 @@ class OpenSourceSampling(Method):
 
         t0, cfg, seed = time.perf_counter(), self.cfg, self.cfg.run.seed
         (client,) = grid.participant_ids()
-        cloud = prepare_cloud(self.pool_x, self.settings, seed=derive_seed(seed, "ecos-cloud"))
-        result = run_ecos(grid, cloud, self.settings, client=client)
+        result = _resumed(checkpoint, grid)
+        if result is None:
+            cloud = prepare_cloud(self.pool_x, self.settings, seed=derive_seed(seed, "ecos-cloud"))
+            result = run_ecos(grid, cloud, self.settings, client=client)
+            if checkpoint is not None:  # the scores are released once: a resumed run must not ask again
+                checkpoint.save(0, grid.ledger, {"ecos": _result_state(result)})
         picked = np.asarray(result.indices)
         labelled = ArrayDataset(x=self.pool_x[picked], y=self.pool_y[picked], num_classes=self.client_train.num_classes)
         train = self.client_train
