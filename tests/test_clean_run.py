@@ -49,7 +49,10 @@ def test_a_clean_run_must_be_a_complete_run_without_an_attack(tmp_path):
     # Prepare: an attacked run, and a folder that is not a run
     attacked = run_experiment(_cfg(tmp_path, "attacked", attack={"name": "sign_flip", "fraction": 0.34}))
     (tmp_path / "empty").mkdir()
-    # Execute / Assert
+    # Execute / Assert: the same attack with fraction 0 (nobody malicious) is clean
+    nobody = run_experiment(_cfg(tmp_path, "nobody", attack={"name": "sign_flip", "fraction": 0.0}))
+    assert run_experiment(_cfg(tmp_path, "y", attack={"name": "sign_flip", "fraction": 0.34, "clean_run": str(
+        nobody.run_dir)})).summary["clean_final_test_accuracy"] == nobody.history[-1]["test_accuracy"]
     with pytest.raises(ConfigError, match="is not a clean run .*'sign_flip'"):
         run_experiment(_cfg(tmp_path, "x", attack={"name": "sign_flip", "fraction": 0.34,
                                                    "clean_run": str(attacked.run_dir)}))

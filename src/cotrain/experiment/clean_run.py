@@ -68,14 +68,16 @@ def load_clean_run(cfg: "ExperimentConfig") -> CleanRun | None:
     if not folder.config.is_file() or not folder.summary.is_file():
         raise ConfigError(f"{KEY}: {folder.path} is not a run folder (no config.toml / summary.json)", key=KEY)
     try:
-        status = folder.read_summary().get("status", "complete")
+        summary = folder.read_summary()
     except ValueError:
-        status = "unreadable"
+        summary = {"status": "unreadable"}
+    status = summary.get("status", "complete")
     if status != "complete":
         raise ConfigError(f"{KEY}: {folder.path} is not a complete run (status {status})", key=KEY)
     other = load_config(folder.config)
-    if other.attack.name is not None:
-        raise ConfigError(f"{KEY}: {folder.path} is not a clean run (it ran attack {other.attack.name!r})", key=KEY)
+    if other.attack.name is not None and summary.get("malicious", True):  # fraction 0: nobody attacked
+        raise ConfigError(f"{KEY}: {folder.path} is not a clean run (it ran attack {other.attack.name!r} on "
+                          f"{summary.get('malicious')})", key=KEY)
     mine, theirs = compared_keys(cfg), compared_keys(other)
     differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
     if differ:

@@ -45,7 +45,7 @@ def plot_accuracy(history: Sequence[dict[str, Any]], path: str | Path, *, title:
         ax.plot([r["round"] for r in reference], [r.get("test_accuracy") if r.get("test_accuracy") is not None
                                                   else float("nan") for r in reference],
                 "--", color="0.45", label=f"accuracy, {reference_label}")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy", color="tab:blue")
     ax.set_ylim(0, 1.02)
@@ -57,7 +57,7 @@ def plot_accuracy(history: Sequence[dict[str, Any]], path: str | Path, *, title:
         ax2.set_ylabel("test loss", color="tab:red")
     if rounds:
         ax.set_xticks(rounds if len(rounds) <= 20 else rounds[:: max(1, len(rounds) // 10)])
-    ax.set_title(title)
+    ax.set_title(title, pad=18 if reference else 6)
     return _save(fig, path)
 
 
