@@ -50,6 +50,35 @@ def test_distill_makes_the_student_agree_with_the_teacher():
     assert stats["history"][-1]["loss"] < stats["history"][0]["loss"]
 
 
+def _confident_pair():
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    with torch.no_grad():
+        teacher[1].weight.mul_(60.0)  # logits in the tens: the case that diverged on the ECOS selections
+    student = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    return teacher, student, torch.rand(256, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+
+
+def test_distill_clips_each_steps_gradient_to_max_grad_norm():
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    # Prepare: record the student's gradient norm at every optimiser step
+    teacher, student, x = _confident_pair()
+    norms = []
+    handle = register_optimizer_step_pre_hook(lambda opt, args, kwargs: norms.append(float(torch.linalg.vector_norm(
+        torch.cat([p.grad.reshape(-1) for g in opt.param_groups for p in g["params"] if p.grad is not None])))))
+    # Execute
+    try:
+        distill(teacher, student, x, steps=40, batch_size=32, lr=0.1, temperature=4.0, seed=0, augment=None,
+                max_grad_norm=2.0)
+    finally:
+        handle.remove()
+    # Assert: 40 steps, none above the bound, and the bound was needed (the raw T^2 gradients are larger)
+    assert len(norms) == 40 and max(norms) <= 2.0 + 1e-4 and max(norms) > 1.9
+    with pytest.raises(ConfigError, match="max_grad_norm"):
+        distill(teacher, student, x, steps=1, seed=0, max_grad_norm=0.0)
+
+
 def _blobs(n_per, seed, spread=0.3):
     g = torch.Generator().manual_seed(seed)
     centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
