@@ -30,9 +30,9 @@ from cotrain.sampling.protocol import EcosClient, EcosSettings
 if TYPE_CHECKING:
     from cotrain.experiment.checkpoint import RunCheckpoint
     from cotrain.experiment.config import ExperimentConfig
+    from cotrain.runtime.job import ServerResult
     from cotrain.runtime.ledger import Ledger
     from cotrain.sampling.protocol import EcosResult
-    from cotrain.runtime.job import ServerResult
 
 _DEFAULTS = EcosSettings()
 
