@@ -252,6 +252,31 @@ def markdown(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def merge(paths: list[str]) -> dict[str, Any]:
+    """One result file from several runs of this script with the same settings (the probe's clip
+    radius included; only ``workers`` may differ) and no row twice; each part's command and seconds
+    are kept under ``merged_from``."""
+    parts = [(p, json.loads(Path(p).read_text())) for p in paths]
+    same = lambda s: {k: v for k, v in s.items() if k != "workers"}  # noqa: E731
+    first = parts[0][1]
+    rows: list[dict[str, Any]] = []
+    seen: set[tuple] = set()
+    for path, part in parts:
+        if same(part["settings"]) != same(first["settings"]):
+            raise SystemExit(f"--merge: {path} was run with other settings than {parts[0][0]}")
+        for r in part["rows"]:
+            key = (r["rule"], r["attack"], json.dumps(r["attack_options"], sort_keys=True), r["seed"])
+            if key in seen:
+                raise SystemExit(f"--merge: {key} is in more than one file")
+            seen.add(key)
+            rows.append(r)
+    rows.sort(key=lambda r: (r["rule"], r["attack"], str(r["attack_options"]), r["seed"]))
+    return {"settings": first["settings"], "environment": first["environment"], "probe": first["probe"],
+            "command": " ".join(sys.argv), "seconds": round(sum(part["seconds"] for _, part in parts), 1),
+            "merged_from": [{"file": Path(p).name, "command": part["command"], "seconds": part["seconds"]}
+                            for p, part in parts], "rows": rows, "worst_case": worst_case(rows)}
+
+
 def jobs_for(rules: list[str], attacks: list[tuple[str, str | None, dict]], seeds: list[int],
              settings: dict[str, Any], output_dir: str) -> list[dict[str, Any]]:
     num_malicious = int(round(settings["malicious_fraction"] * settings["participants"]))
@@ -295,10 +320,15 @@ def main() -> None:
     p.add_argument("--protocol", default="fedavg", choices=["fedavg", "sflv2"],
                    help="sflv2: SplitFed v2, an epoch a round over --max-train-samples (sweeps)")
     p.add_argument("--summarize", default=None, help="print the markdown tables of this JSON and exit")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="join these result files (same settings, disjoint rows) into --json and exit")
     p.add_argument("--append", action="store_true", help="keep the rows already in --json (add other rules later)")
     args = p.parse_args()
     if args.summarize:
         print(markdown(json.loads(Path(args.summarize).read_text())))
+        return
+    if args.merge:
+        write_json(args.json, merge(args.merge))
         return
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
