@@ -67,13 +67,10 @@ def load_clean_run(cfg: "ExperimentConfig") -> CleanRun | None:
     folder = RunFolder(Path(where))
     if not folder.config.is_file() or not folder.summary.is_file():
         raise ConfigError(f"{KEY}: {folder.path} is not a run folder (no config.toml / summary.json)", key=KEY)
-    try:
-        summary = folder.read_summary()
-    except ValueError:
-        summary = {"status": "unreadable"}
-    status = summary.get("status", "complete")
+    status = folder.status()
     if status != "complete":
         raise ConfigError(f"{KEY}: {folder.path} is not a complete run (status {status})", key=KEY)
+    summary = folder.read_summary()
     other = load_config(folder.config)
     if other.attack.name is not None and summary.get("malicious", True):  # fraction 0: nobody attacked
         raise ConfigError(f"{KEY}: {folder.path} is not a clean run (it ran attack {other.attack.name!r} on "

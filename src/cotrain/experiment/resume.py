@@ -33,18 +33,11 @@ def _check(folder: RunFolder) -> None:
         raise ConfigError(f"resume: {folder.path} is not a folder", key="resume")
     if not folder.config.is_file():
         raise ConfigError(f"resume: {folder.path} is not a run folder (no config.toml)", key="resume")
-    if folder.summary.is_file() and _status(folder) == "complete":
+    if folder.summary.is_file() and folder.status() == "complete":
         raise ConfigError(f"resume: {folder.path} is a complete run; nothing to resume", key="resume")
     if not folder.checkpoint.is_file():
         raise ConfigError(f"resume: {folder.path} has no checkpoint (it stopped before its first round ended, or "
                           "its method and runtime keep none); run it again", key="resume")
-
-
-def _status(folder: RunFolder) -> str:
-    try:
-        return str(folder.read_summary().get("status", "complete"))  # runs from before statuses were complete
-    except ValueError:
-        return "unknown"  # cut short while written: not complete
 
 
 def resume_experiment(run_dir: str | Path, *, progress: Progress | None = None,

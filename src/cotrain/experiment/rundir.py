@@ -126,6 +126,13 @@ class RunFolder:
     def read_summary(self) -> dict[str, Any]:
         return json.loads(self.summary.read_text(encoding="utf-8"))
 
+    def status(self) -> str:
+        """``summary.json``'s status; ``"unknown"`` for one cut short while written (not complete)."""
+        try:
+            return str(self.read_summary().get("status", "complete"))  # runs from before statuses were complete
+        except ValueError:
+            return "unknown"
+
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Hold ``.lock`` (this process's id) while writing the folder, so that no second process (a
