@@ -4,7 +4,10 @@ Issue 12's leakage runs. 10 IID participants, FedSGD (the audit reads one-step g
 small CNN (width 16). Settings: no defence (rule ``mean``); grouping (``credit_groups``) without
 perturbation; client-side clip + Gaussian noise (defence ``dp_client``: every upload is perturbed
 before it leaves the client) at two noise multipliers, each with rule ``mean`` and with
-``credit_groups``. The curious server (``[audit]``) attacks every participant's upload of the audited
+``credit_groups``; and the negative control ``noise_only_<sigma>``: the same noise N(0, (sigma C)^2)
+on a gradient clipped to C * 1e-9 (noise multiplier sigma * 1e9), so that an upload carries no
+information about its batch in float32 and whatever the audit scores above the majority guess is the
+score's floor, not leakage. The curious server (``[audit]``) attacks every participant's upload of the audited
 rounds, as received, i.e. after the defence; grouping happens after that, so it cannot change what
 the audit reads, only the trained model. Clip norm C: the median batch-gradient norm at the initial
 model (measured here, per seed). Epsilon: the ledger's spends through the ``rdp`` accountant (``pld``
@@ -33,7 +36,7 @@ already in ``--json`` (the trials of ``robust_leakage_trials.json`` were run so,
 
 Rows: the issue's schema (dataset, protocol "fedsgd", rule, attack "none", malicious_fraction 0,
 partition, seed, test_accuracy, backdoor_success null, excluded_malicious, excluded_honest, epsilon,
-audit_attribute_accuracy, audit_majority) plus setting, noise_multiplier, clip_norm, audit_uploads,
+audit_attribute_accuracy, audit_majority) plus setting, noise_multiplier, noise_std (sigma C), clip_norm, audit_uploads,
 audit_samples, audit_by_round (per audited round: attribute accuracy, majority guess, E(X) success),
 the run's attribute, participants, batch_size, rounds, audit_rounds, server_lr, and seconds.
 """
@@ -58,10 +61,22 @@ def settings_grid(sigmas: list[float]) -> list[tuple[str, str, float | None]]:
     grid: list[tuple[str, str, float | None]] = [("none", "mean", None), ("grouping", "credit_groups", None)]
     for s in sigmas:
         grid += [(f"dp_{s:g}", "mean", s), (f"dp_{s:g}+grouping", "credit_groups", s)]
-    return grid
+    return grid + [(f"noise_only_{s:g}", "mean", s) for s in sigmas]
 
 
-def make_config(s: dict[str, Any], rule: str, sigma: float | None, out: str) -> Any:
+# the negative control's clip: the gradient keeps 1e-9 of C, below float32's resolution next to the noise
+NOISE_ONLY_SIGNAL = 1e-9
+
+
+def defence_options(s: dict[str, Any], name: str, sigma: float) -> dict[str, float]:
+    """dp_client's clip norm and noise multiplier: (C, sigma), or for the negative control
+    (C * 1e-9, sigma * 1e9): the same noise std sigma * C on a gradient shrunk to nothing."""
+    if name.startswith("noise_only"):
+        return {"clip_norm": s["clip_norm"] * NOISE_ONLY_SIGNAL, "noise_multiplier": sigma / NOISE_ONLY_SIGNAL}
+    return {"clip_norm": s["clip_norm"], "noise_multiplier": sigma}
+
+
+def make_config(s: dict[str, Any], rule: str, sigma: float | None, out: str, name: str = "") -> Any:
     from cotrain.experiment import config_from_dict
 
     cfg: dict[str, Any] = {
@@ -77,7 +92,7 @@ def make_config(s: dict[str, Any], rule: str, sigma: float | None, out: str) -> 
         "privacy": {"accountant": "rdp", "delta": 1e-5},
     }
     if sigma is not None:
-        cfg["defence"] = {"name": "dp_client", "options": {"clip_norm": s["clip_norm"], "noise_multiplier": sigma}}
+        cfg["defence"] = {"name": "dp_client", "options": defence_options(s, name, sigma)}
     return config_from_dict(cfg)
 
 
@@ -106,7 +121,7 @@ def run_setting(s: dict[str, Any], name: str, rule: str, sigma: float | None, ou
     from cotrain.experiment import run_experiment
 
     t0 = time.perf_counter()
-    result = run_experiment(make_config(s, rule, sigma, out))
+    result = run_experiment(make_config(s, rule, sigma, out, name))
     audit = json.loads((Path(result.run_dir) / "audit.json").read_text())["results"]
     _, excluded_h = exclusion_shares(result.history, set())  # no malicious participant
     return {"dataset": s["dataset"], "protocol": "fedsgd", "rule": rule, "attack": "none", "malicious_fraction": 0.0,
@@ -115,7 +130,9 @@ def run_setting(s: dict[str, Any], name: str, rule: str, sigma: float | None, ou
             "epsilon": result.summary.get("epsilon_max"),
             "audit_attribute_accuracy": result.summary["audit_attribute_accuracy"],
             "audit_majority": result.summary["audit_majority"],
-            "setting": name, "noise_multiplier": sigma, "clip_norm": s["clip_norm"] if sigma is not None else None,
+            "setting": name, "noise_multiplier": None if sigma is None else defence_options(s, name, sigma)["noise_multiplier"],
+            "noise_std": None if sigma is None else sigma * s["clip_norm"],
+            "clip_norm": None if sigma is None else defence_options(s, name, sigma)["clip_norm"],
             "audit_uploads": len(audit), "audit_samples": sum(r["batch_size"] for r in audit),
             "audit_success_rate_embedding": result.summary.get("audit_success_rate_embedding"),
             "audit_by_round": by_round(audit),

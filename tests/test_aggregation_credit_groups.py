@@ -1,4 +1,5 @@
-"""The patent's method (``credit_groups``) and the reading measured beside it (``credit_groups_robust``)."""
+"""The patent's method (``credit_groups``) and the readings measured beside it (``credit_groups_robust``,
+``credit_groups_direction``)."""
 
 import pytest
 import torch
@@ -65,7 +66,7 @@ def test_literal_formulas_on_a_hand_worked_two_group_example():
     assert out.weights["p1"] == pytest.approx(2 * (31 / 3) / 6)  # the literal step amplifies p1 tenfold
 
 
-@pytest.mark.parametrize("name", RULES)
+@pytest.mark.parametrize("name", RULES + ("credit_groups_direction",))
 def test_a_planted_outlier_is_excluded(name):
     # Prepare: 19 honest updates around a common direction and one planted 50 times as far
     g = torch.Generator().manual_seed(5)
@@ -75,7 +76,7 @@ def test_a_planted_outlier_is_excluded(name):
     out = run(name, x, [10.0] * 20, seed=11)
     # Assert
     assert "p7" in out.excluded
-    if name == "credit_groups_robust":
+    if name != "credit_groups":
         # only the outlier goes, and the rest lands near the honest mean (capped steps damp the
         # honest members riskier than their group's average a little) while FedAvg is far off
         def error(v):
@@ -187,11 +188,70 @@ def test_the_upload_path_with_a_reference_and_an_integer_tensor():
 
 def test_the_robust_reading_keeps_honest_clients_without_an_attack():
     # Prepare / Execute: 20 honest non-IID clients, 20 rounds
-    excluded = {name: 0 for name in RULES}
-    for name in RULES:
+    names = RULES + ("credit_groups_direction",)
+    excluded = {name: 0 for name in names}
+    for name in names:
         for seed in range(20):
             x, w, target = synthetic_round(seed, "none")
             out = run(name, x, w.tolist(), seed=seed, round=seed + 1)
             excluded[name] += len(out.excluded)
     # Assert: the issue's goal, at most 5 % of honest clients excluded with no attack
     assert excluded["credit_groups_robust"] / 400 <= 0.05
+    assert excluded["credit_groups_direction"] / 400 <= 0.05
+
+
+def shell_of_clients(d=10, f=1):
+    """Non-IID honest updates x_i = 0.5 e_0 + r_i e_i (r_i from 0.8 to 1.2, each along its own axis) and
+    f sign-flipped copies of honest rows: a flipped row is about as far from the median as an honest one."""
+    r = torch.linspace(0.8, 1.2, d - 1, dtype=torch.float64)
+    honest = 0.5 * torch.eye(d, dtype=torch.float64)[0] + r[:, None] * torch.eye(d, dtype=torch.float64)[1:]
+    return torch.cat([-honest[:f], honest])
+
+
+def test_the_direction_score_is_hand_worked_on_one_axis():
+    # Prepare: 1-D updates 1, 2, 3, -2; round median 1.5, its unit vector +1
+    x = torch.tensor([[1.0], [2.0], [3.0], [-2.0]], dtype=torch.float64)
+    # Execute
+    direction = run("credit_groups_direction", x, [1.0] * 4, groups=[0, 0, 1, 1], score="direction")
+    both = run("credit_groups_direction", x, [1.0] * 4, groups=[0, 0, 1, 1])
+    # Assert: unit distances 0, 0, 0, 2; their median is 0, so the scale is their mean 0.5 and the
+    # scores 0 (floored to 0.1), 0.1, 0.1, 4
+    assert [direction.scores[f"p{i}"] for i in range(4)] == pytest.approx([0.1, 0.1, 0.1, 4.0])
+    # distances to 1.5: 0.5, 0.5, 1.5, 3.5 over their median 1 -> "both" = max = 0.5, 0.5, 1.5, 4
+    assert [both.scores[f"p{i}"] for i in range(4)] == pytest.approx([0.5, 0.5, 1.5, 4.0])
+    # round threshold: median 1 + 3 * 1.4826 * MAD 0.5 = 3.22 < 4
+    assert both.excluded == ["p3"]
+
+
+def test_the_direction_score_excludes_a_sign_flip_the_distance_score_keeps():
+    # Prepare: 9 honest non-IID clients and one flipped copy of the first honest row
+    x = shell_of_clients()
+    # Execute
+    distance = run("credit_groups_robust", x, [1.0] * 10, seed=4)
+    direction = run("credit_groups_direction", x, [1.0] * 10, seed=4)
+    # Assert: the flipper's distance score is under the threshold, its direction score far above
+    assert distance.excluded == []
+    assert direction.excluded == ["p0"]
+    assert direction.scores["p0"] > 1.4 > max(direction.scores[f"p{i}"] for i in range(1, 10))
+
+
+def test_the_larger_of_the_two_scores_still_sees_a_scaled_update():
+    # Prepare: the honest shell plus one honest row scaled 20-fold: its direction is an honest one
+    x = shell_of_clients(f=0)
+    x = torch.cat([20 * x[:1], x[1:]])
+    # Execute
+    direction_only = run("credit_groups_direction", x, [1.0] * 9, seed=4, score="direction")
+    both = run("credit_groups_direction", x, [1.0] * 9, seed=4)
+    # Assert: the unit-vector score alone keeps it, the max excludes it
+    assert "p0" not in direction_only.excluded
+    assert both.excluded == ["p0"]
+
+
+def test_the_direction_reading_equals_fedavg_when_every_score_is_equal():
+    # rows centre +- e_1, centre +- e_2 around (3, 0, 0): equal distances and equal angles to the median
+    x = torch.cat([symmetric_group([3.0, 0.0, 0.0], axes=(1, 2))] * 2)
+    w = [1.0, 5.0, 2.0, 7.0, 3.0, 3.0, 10.0, 1.0]
+    out = run("credit_groups_direction", x, w, groups=[0] * 4 + [1] * 4)
+    fedavg = run("fedavg", x, w)
+    assert out.excluded == [] and len(set(round(v, 12) for v in out.scores.values())) == 1
+    assert torch.allclose(out.vector, fedavg.vector, rtol=0, atol=1e-12)

@@ -68,7 +68,8 @@ def test_translation_equivariance(name, options, case):
 
 
 @pytest.mark.parametrize("name", ["trimmed_mean", "krum", "multi_krum", "geometric_median", "centered_clipping",
-                                  "credit_groups", "credit_groups_robust", "bucketing", "nnm"])
+                                  "credit_groups", "credit_groups_robust", "credit_groups_direction", "bucketing",
+                                  "nnm"])
 @settings(max_examples=10, deadline=None)
 @given(case=cases)
 def test_identical_uploads_give_that_upload(name, case):

@@ -21,8 +21,11 @@ gradient when the uploads are gradients), n_i its example count (``Upload.weight
 With equal scores and eta = 1 this is FedAvg's weighted mean of the kept uploads. Scores: c_i;
 weights: n_i (eta / s_i) / sum_kept n_j; ``info``: each group's threshold ``threshold:g<k>`` and
 each participant's group ``group:<id>`` (groups numbered 0.. in label order).
-The other readings measured beside it (``credit_groups_robust``) change four switches:
-``centre`` and ``threshold`` ("group" or "round"), ``denominator`` ("group" or "kept") and ``cap_step``.
+The other readings measured beside it (``credit_groups_robust``, ``credit_groups_direction``) change
+five switches: ``centre`` and ``threshold`` ("group" or "round"), ``denominator`` ("group" or "kept"),
+``cap_step`` and ``score``: "distance" (above), "direction" (the same over unit vectors,
+||x_i / ||x_i|| - m / ||m|| ||, blind to length, sees a flipped sign) or "both" (the larger of the
+two, each over its own typical value).
 """
 
 from __future__ import annotations
@@ -67,11 +70,14 @@ class CreditGroups(Aggregator):
         threshold: T from the group's scores ("group") or from all the round's scores ("round").
         denominator: s_i sums over the whole group ("group") or over its kept clients ("kept").
         cap_step: cap eta / s_i at eta (damp risky clients, never amplify the others).
+        score: "distance" to the centre, "direction" (distance of the unit vectors) or "both" (the
+            larger of the two scaled scores).
     """
 
     def __init__(self, *, group_size: int = 5, k: float | None = None, eta: float = 1.0, kappa: float = 3.0,
                  min_score: float = 0.1, influence: str = "uniform", centre: str = "group",
-                 threshold: str = "group", denominator: str = "group", cap_step: bool = False) -> None:
+                 threshold: str = "group", denominator: str = "group", cap_step: bool = False,
+                 score: str = "distance") -> None:
         rule = type(self).name or "credit_groups"
         self.group_size = int_option(rule, "group_size", group_size, minimum=1)
         self.k = None if k is None else float_option(rule, "k", k, low=0.0, low_open=True)
@@ -83,6 +89,7 @@ class CreditGroups(Aggregator):
         self.threshold = choice_option(rule, "threshold", threshold, ("group", "round"))
         self.denominator = choice_option(rule, "denominator", denominator, ("group", "kept"))
         self.cap_step = bool_option(rule, "cap_step", cap_step)
+        self.score = choice_option(rule, "score", score, ("distance", "direction", "both"))
 
     def groups(self, ids: list[str], context: RoundContext) -> list[list[int]]:
         """Row indices per group: the server's ``Upload.group`` if it set them all, else drawn."""
@@ -96,13 +103,23 @@ class CreditGroups(Aggregator):
         return [[i for i, pid in enumerate(ids) if assignment[pid] == g] for g in labels]
 
     def scores(self, updates: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
-        """c_i: the distance to the robust centre over a typical distance, floored at ``min_score``."""
+        """c_i: the distance to the robust centre over a typical distance, floored at ``min_score``;
+        with ``score = "direction"`` the same over unit vectors, with "both" the larger of the two."""
+        if self.score == "distance":
+            return self._scaled_distance(updates, groups, unit=False)
+        direction = self._scaled_distance(updates, groups, unit=True)
+        if self.score == "direction":
+            return direction
+        return torch.maximum(self._scaled_distance(updates, groups, unit=False), direction)
+
+    def _scaled_distance(self, updates: torch.Tensor, groups: list[list[int]], *, unit: bool) -> torch.Tensor:
         distance = torch.empty(updates.shape[0], dtype=torch.float64)
         scale = torch.empty_like(distance)
         whole = median_rows(updates) if self.centre == "round" else None
+        rows = _unit(updates) if unit else updates
         for g in groups:
             centre = whole if whole is not None else median_rows(updates[g])
-            distance[g] = torch.linalg.vector_norm(updates[g] - centre, dim=1)
+            distance[g] = torch.linalg.vector_norm(rows[g] - (_unit(centre[None])[0] if unit else centre), dim=1)
             scale[g] = _typical(distance[g])
         if self.centre == "round":
             scale[:] = _typical(distance)
@@ -155,3 +172,9 @@ def _typical(distance: torch.Tensor) -> float:
         return med
     mean = float(distance.mean())
     return mean if mean > 0 else 1.0
+
+
+def _unit(rows: torch.Tensor) -> torch.Tensor:
+    """Each row over its norm; a zero row stays zero (it has no direction to compare)."""
+    norm = torch.linalg.vector_norm(rows, dim=1, keepdim=True)
+    return rows / torch.where(norm > 0, norm, torch.ones_like(norm))
