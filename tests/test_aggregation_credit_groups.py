@@ -228,7 +228,7 @@ def test_the_direction_score_excludes_a_sign_flip_the_distance_score_keeps():
     x = shell_of_clients()
     # Execute
     distance = run("credit_groups_robust", x, [1.0] * 10, seed=4)
-    direction = run("credit_groups_direction", x, [1.0] * 10, seed=4)
+    direction = run("credit_groups_direction", x, [1.0] * 10, seed=4, min_cosine=None)  # the score alone
     # Assert: the flipper's distance score is under the threshold, its direction score far above
     assert distance.excluded == []
     assert direction.excluded == ["p0"]
@@ -255,3 +255,22 @@ def test_the_direction_reading_equals_fedavg_when_every_score_is_equal():
     fedavg = run("fedavg", x, w)
     assert out.excluded == [] and len(set(round(v, 12) for v in out.scores.values())) == 1
     assert torch.allclose(out.vector, fedavg.vector, rtol=0, atol=1e-12)
+
+
+def test_min_cosine_excludes_an_update_against_the_round_median():
+    # Prepare: the shell of 9 honest clients and one flipped copy (cosine to the median -0.447)
+    x = shell_of_clients()
+    # Execute
+    plain = run("credit_groups_robust", x, [1.0] * 10, seed=4)
+    gated = run("credit_groups_robust", x, [1.0] * 10, seed=4, min_cosine=0.0)
+    # Assert: the distance score keeps it, the cosine gate drops it and nobody else
+    assert plain.excluded == [] and gated.excluded == ["p0"]
+    cos = build_aggregator("credit_groups_robust").cosines(x, [list(range(10))])
+    assert float(cos[0]) == pytest.approx(-0.5 / (0.25 + 0.8 ** 2) ** 0.5)
+
+
+def test_min_cosine_is_not_applied_when_it_would_exclude_everyone():
+    # rows +-e_0, +-e_1: the median is 0, every cosine 0 and every distance score 1
+    x = symmetric_group([0.0, 0.0, 0.0])
+    assert run("credit_groups_robust", x, [1.0] * 4, min_cosine=0.5).excluded == []
+    assert run("credit_groups_robust", x, [1.0] * 4, min_cosine=0.0).excluded == []

@@ -72,12 +72,14 @@ class CreditGroups(Aggregator):
         cap_step: cap eta / s_i at eta (damp risky clients, never amplify the others).
         score: "distance" to the centre, "direction" (distance of the unit vectors) or "both" (the
             larger of the two scaled scores).
+        min_cosine: also exclude a client whose cosine to the centre is below this (None: no such
+            rule); never applied in a round where it would exclude every client.
     """
 
     def __init__(self, *, group_size: int = 5, k: float | None = None, eta: float = 1.0, kappa: float = 3.0,
                  min_score: float = 0.1, influence: str = "uniform", centre: str = "group",
                  threshold: str = "group", denominator: str = "group", cap_step: bool = False,
-                 score: str = "distance") -> None:
+                 score: str = "distance", min_cosine: float | None = None) -> None:
         rule = type(self).name or "credit_groups"
         self.group_size = int_option(rule, "group_size", group_size, minimum=1)
         self.k = None if k is None else float_option(rule, "k", k, low=0.0, low_open=True)
@@ -90,6 +92,8 @@ class CreditGroups(Aggregator):
         self.denominator = choice_option(rule, "denominator", denominator, ("group", "kept"))
         self.cap_step = bool_option(rule, "cap_step", cap_step)
         self.score = choice_option(rule, "score", score, ("distance", "direction", "both"))
+        self.min_cosine = None if min_cosine is None else float_option(rule, "min_cosine", min_cosine,
+                                                                       low=-1.0, high=1.0)
 
     def groups(self, ids: list[str], context: RoundContext) -> list[list[int]]:
         """Row indices per group: the server's ``Upload.group`` if it set them all, else drawn."""
@@ -111,6 +115,15 @@ class CreditGroups(Aggregator):
         if self.score == "direction":
             return direction
         return torch.maximum(self._scaled_distance(updates, groups, unit=False), direction)
+
+    def cosines(self, updates: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
+        """cos(x_i, m) with m the robust centre (the round's or the group's median); 0 for a zero row."""
+        cos = torch.zeros(updates.shape[0], dtype=torch.float64)
+        whole = median_rows(updates) if self.centre == "round" else None
+        for g in groups:
+            centre = whole if whole is not None else median_rows(updates[g])
+            cos[g] = (_unit(updates[g]) @ _unit(centre[None])[0]).to(torch.float64)
+        return cos
 
     def _scaled_distance(self, updates: torch.Tensor, groups: list[list[int]], *, unit: bool) -> torch.Tensor:
         distance = torch.empty(updates.shape[0], dtype=torch.float64)
@@ -138,6 +151,10 @@ class CreditGroups(Aggregator):
             info[f"threshold:g{label}"] = t
             info.update({f"group:{ids[i]}": float(label) for i in g})
             kept[g] = c[g] <= t
+        if self.min_cosine is not None:
+            agree = self.cosines(updates, groups) >= self.min_cosine
+            if bool((kept & agree).any()):
+                kept &= agree
         step = torch.zeros_like(c)
         for g in groups:
             members = [i for i in g if kept[i]] if self.denominator == "kept" else g

@@ -34,7 +34,7 @@ class CreditGroupsRobust(CreditGroups):
     def __init__(self, *, group_size: int = 5, k: float | None = None, eta: float = 1.0, kappa: float = 3.0,
                  min_score: float = 0.1, influence: str = "uniform", centre: str = "round",
                  threshold: str = "round", denominator: str = "kept", cap_step: bool = True,
-                 score: str = "distance") -> None:
+                 score: str = "distance", min_cosine: float | None = None) -> None:
         super().__init__(group_size=group_size, k=k, eta=eta, kappa=kappa, min_score=min_score,
                          influence=influence, centre=centre, threshold=threshold, denominator=denominator,
-                         cap_step=cap_step, score=score)
+                         cap_step=cap_step, score=score, min_cosine=min_cosine)
