@@ -56,6 +56,8 @@ ATTACKS: list[tuple[str, str | None, dict[str, Any]]] = [
     ("min_max", "min_max", {}),
     ("backdoor", "backdoor", {"target": 0, "fraction": 0.5, "patch": 3, "value": 1.0}),
     ("adaptive", "adaptive", {}),
+    # against credit_groups_direction's cosine gate: the same radius, perpendicular to the centre
+    ("adaptive_orthogonal", "adaptive", {"direction": "orthogonal"}),
 ]
 ESTIMATING = {"alie", "ipm", "min_max", "adaptive"}
 BACKDOOR = {"target": 0, "fraction": 0.5, "patch": 3, "value": 1.0}
@@ -207,12 +209,22 @@ def worker_init() -> None:
         pass
 
 
+def attack_label(r: dict[str, Any]) -> str:
+    """A row's attack as the ATTACKS row names it: ipm with its epsilon, adaptive with a direction."""
+    options = r.get("attack_options") or {}
+    if r["attack"] == "ipm":
+        return f"ipm_{options['epsilon']:g}"
+    if r["attack"] == "adaptive" and options.get("direction", "reverse") != "reverse":
+        return f"adaptive_{options['direction']}"
+    return r["attack"]
+
+
 def worst_case(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per rule: clean accuracy (attack none), and the attack with the lowest mean accuracy over seeds."""
     by: dict[tuple[str, str], list[float]] = {}
     for r in rows:
         if r.get("test_accuracy") is not None:
-            key = (r["rule"], r["attack"] + ("" if r["attack"] != "ipm" else f"_{r['attack_options']['epsilon']:g}"))
+            key = (r["rule"], attack_label(r))
             by.setdefault(key, []).append(r["test_accuracy"])
     out: dict[str, Any] = {}
     for rule in sorted({k[0] for k in by}):
@@ -228,8 +240,7 @@ def worst_case(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown(payload: dict[str, Any]) -> str:
     """The results as markdown: accuracy per rule x attack, then backdoor success and exclusions."""
     rows = [r for r in payload["rows"] if r.get("test_accuracy") is not None]
-    def label(r: dict[str, Any]) -> str:
-        return r["attack"] + (f"_{r['attack_options']['epsilon']:g}" if r["attack"] == "ipm" else "")
+    label = attack_label
     attacks = [a[0] for a in ATTACKS if any(label(r) == a[0] for r in rows)]
     rules = sorted({r["rule"] for r in rows})
     def cell(rule: str, attack: str, key: str) -> str:

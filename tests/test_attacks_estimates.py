@@ -146,3 +146,19 @@ def test_adaptive_with_the_mad_rule_stays_inside_its_estimated_threshold(tiny_da
     # Assert
     assert math.isfinite(threshold) and threshold > 0
     assert float((sent - centre).norm()) == pytest.approx(0.8 * threshold, rel=1e-5)
+
+
+def test_adaptive_orthogonal_steps_perpendicular_to_the_centre(tiny_dataset):
+    # Prepare: against a rule with a cosine gate the attacker must not point away from the centre
+    request = train_request()
+    benign = _simulated_benign(tiny_dataset, request, 3)
+    centre = benign.median(0).values
+    attack = build_attack("adaptive", threshold=0.5, margin=0.1, direction="orthogonal", honest_samples=3)
+    # Execute
+    sent = update(wrapped(attack, tiny_dataset).handle(request), request)
+    # Assert: 0.45 from the centre, at a right angle to it, so the upload's cosine to it is positive
+    step = sent - centre
+    assert float(step.norm()) == pytest.approx(0.45, rel=1e-5)
+    assert abs(float(torch.nn.functional.cosine_similarity(step, centre, dim=0))) < 1e-5
+    assert float(torch.nn.functional.cosine_similarity(sent, centre, dim=0)) == pytest.approx(
+        float(centre.norm() / (centre.norm() ** 2 + 0.45 ** 2).sqrt()), rel=1e-4)

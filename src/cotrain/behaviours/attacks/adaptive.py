@@ -16,7 +16,9 @@ direction v as far as the threshold allows, less a margin,
     u' = c + r v,    r = T (1 - margin),
 
 with v = -c / ||c|| (``"reverse"``: against the benign descent direction), -sigma / ||sigma||
-(``"std"``), or -sign(c) / sqrt(d) (``"sign"``). So d' = r < T on the attacker's own estimate;
+(``"std"``), -sign(c) / sqrt(d) (``"sign"``), or ``"orthogonal"``: -sigma with its component along c
+removed, normalised, against a rule that also excludes uploads pointing away from the centre
+(``min_cosine``): then cos(u', c) = ||c|| / sqrt(||c||^2 + r^2) > 0 and the gate lets it through. So d' = r < T on the attacker's own estimate;
 on the server, c is the centre of everyone's uploads, which may differ from the attacker's.
 """
 
@@ -30,7 +32,7 @@ from cotrain.errors import OptionsError
 from cotrain.runtime.message import Message
 
 CENTRES = ("median", "mean")
-DIRECTIONS = ("reverse", "std", "sign")
+DIRECTIONS = ("reverse", "std", "sign", "orthogonal")
 
 
 def centre_of(benign: torch.Tensor, centre: str) -> torch.Tensor:
@@ -49,8 +51,12 @@ def unit_direction(benign: torch.Tensor, c: torch.Tensor, direction: str) -> tor
         v = -c
     elif direction == "std":
         v = -benign.std(0, unbiased=True)
-    else:
+    elif direction == "sign":
         v = -torch.sign(c)
+    else:
+        v = -benign.std(0, unbiased=True)
+        along = c / c.norm().clamp_min(1e-30)
+        v = v - (v @ along) * along
     return v / v.norm().clamp_min(1e-30)
 
 
@@ -63,7 +69,7 @@ class AdaptiveThreshold(BenignEstimateAttack):
         kappa, mad_scale: the rule's kappa and MAD scale (used when ``threshold`` is None).
         margin: in [0, 1), how far inside the threshold to land.
         centre: ``"median"`` or ``"mean"``, the rule's centre.
-        direction: ``"reverse"``, ``"std"`` or ``"sign"``.
+        direction: ``"reverse"``, ``"std"``, ``"sign"`` or ``"orthogonal"`` (-sigma, perpendicular to c).
         honest_samples: m, simulated honest updates behind the estimates (the real one and m - 1).
     """
 
