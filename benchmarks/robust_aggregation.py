@@ -174,7 +174,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     s = job["settings"]
     row: dict[str, Any] = {
         "dataset": s["dataset"], "protocol": s.get("protocol", "fedavg"), "rule": job["rule"],
-        "attack": job["attack"] or "none", "attack_options": job["attack_options"],
+        "attack": job["attack"] or "none", "attack_options": job["attack_options"], "rule_options": job["rule_options"],
         "malicious_fraction": s["malicious_fraction"] if job["attack"] else 0.0,
         "partition": s["partition_name"], "seed": job["seed"], "test_accuracy": None, "backdoor_success": None,
         "excluded_malicious": None, "excluded_honest": None, "epsilon": None,
@@ -292,7 +292,9 @@ def jobs_for(rules: list[str], attacks: list[tuple[str, str | None, dict]], seed
              settings: dict[str, Any], output_dir: str) -> list[dict[str, Any]]:
     num_malicious = int(round(settings["malicious_fraction"] * settings["participants"]))
     clip = settings["clip_radius"]
-    return [{"rule": rule, "rule_options": rule_options(rule, num_malicious, clip), "attack_row": row, "attack": attack,
+    extra = settings.get("rule_option_overrides", {})
+    return [{"rule": rule, "rule_options": {**rule_options(rule, num_malicious, clip), **extra}, "attack_row": row,
+             "attack": attack,
              "attack_options": options, "seed": seed, "settings": settings, "output_dir": output_dir}
             for seed in seeds for rule in rules for row, attack, options in attacks]
 
@@ -306,6 +308,20 @@ def run_jobs(jobs: list[dict[str, Any]], workers: int, rows: list[dict[str, Any]
             log.info("[%d/%d] %s / %s seed %d: %s (%.0f s)", len(rows), len(jobs), row["rule"], row["attack"],
                      row["seed"], status, row["seconds"])
             save()
+
+
+def parse_rule_options(p: Any, items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs, each value JSON (a bare word is kept as a string)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            p.error(f"--rule-option: expected KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def main() -> None:
@@ -334,6 +350,9 @@ def main() -> None:
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="join these result files (same settings, disjoint rows) into --json and exit")
     p.add_argument("--append", action="store_true", help="keep the rows already in --json (add other rules later)")
+    p.add_argument("--rule-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option for every rule of --rules (a JSON value; e.g. min_cosine=-0.1); kept in "
+                        "settings and in each row's rule_options")
     args = p.parse_args()
     if args.summarize:
         print(markdown(json.loads(Path(args.summarize).read_text())))
@@ -360,7 +379,8 @@ def main() -> None:
                 "lr": args.lr, "momentum": args.momentum, "width": args.width, "max_train_samples": args.max_train_samples,
                 "max_test_samples": args.max_test_samples, "honest_samples": args.honest_samples,
                 "workers": args.workers, "quick": args.quick, "backdoor": BACKDOOR,
-                **({"protocol": "sflv2"} if args.protocol == "sflv2" else {})}
+                **({"protocol": "sflv2"} if args.protocol == "sflv2" else {}),
+                **({"rule_option_overrides": parse_rule_options(p, args.rule_option)} if args.rule_option else {})}
     rows: list[dict[str, Any]] = []
     probe: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as runs:
