@@ -240,11 +240,10 @@ def worst_case(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown(payload: dict[str, Any]) -> str:
     """The results as markdown: accuracy per rule x attack, then backdoor success and exclusions."""
     rows = [r for r in payload["rows"] if r.get("test_accuracy") is not None]
-    label = attack_label
-    attacks = [a[0] for a in ATTACKS if any(label(r) == a[0] for r in rows)]
+    attacks = [a[0] for a in ATTACKS if any(attack_label(r) == a[0] for r in rows)]
     rules = sorted({r["rule"] for r in rows})
     def cell(rule: str, attack: str, key: str) -> str:
-        v = [r[key] for r in rows if r["rule"] == rule and label(r) == attack and r[key] is not None]
+        v = [r[key] for r in rows if r["rule"] == rule and attack_label(r) == attack and r[key] is not None]
         return f"{sum(v) / len(v):.3f}" if v else "-"
     wc = worst_case(payload["rows"])
     lines = ["| rule | " + " | ".join(attacks) + " | worst (attack) |", "|---" * (len(attacks) + 2) + "|"]
@@ -294,8 +293,7 @@ def jobs_for(rules: list[str], attacks: list[tuple[str, str | None, dict]], seed
     clip = settings["clip_radius"]
     extra = settings.get("rule_option_overrides", {})
     return [{"rule": rule, "rule_options": {**rule_options(rule, num_malicious, clip), **extra}, "attack_row": row,
-             "attack": attack,
-             "attack_options": options, "seed": seed, "settings": settings, "output_dir": output_dir}
+             "attack": attack, "attack_options": options, "seed": seed, "settings": settings, "output_dir": output_dir}
             for seed in seeds for rule in rules for row, attack, options in attacks]
 
 

@@ -124,15 +124,15 @@ def run_setting(s: dict[str, Any], name: str, rule: str, sigma: float | None, ou
     result = run_experiment(make_config(s, rule, sigma, out, name))
     audit = json.loads((Path(result.run_dir) / "audit.json").read_text())["results"]
     _, excluded_h = exclusion_shares(result.history, set())  # no malicious participant
+    defence = {} if sigma is None else defence_options(s, name, sigma)
     return {"dataset": s["dataset"], "protocol": "fedsgd", "rule": rule, "attack": "none", "malicious_fraction": 0.0,
             "partition": "iid", "seed": s["seed"], "test_accuracy": float(result.history[-1]["test_accuracy"]),
             "backdoor_success": None, "excluded_malicious": None, "excluded_honest": excluded_h,
             "epsilon": result.summary.get("epsilon_max"),
             "audit_attribute_accuracy": result.summary["audit_attribute_accuracy"],
             "audit_majority": result.summary["audit_majority"],
-            "setting": name, "noise_multiplier": None if sigma is None else defence_options(s, name, sigma)["noise_multiplier"],
+            "setting": name, "noise_multiplier": defence.get("noise_multiplier"), "clip_norm": defence.get("clip_norm"),
             "noise_std": None if sigma is None else sigma * s["clip_norm"],
-            "clip_norm": None if sigma is None else defence_options(s, name, sigma)["clip_norm"],
             "audit_uploads": len(audit), "audit_samples": sum(r["batch_size"] for r in audit),
             "audit_success_rate_embedding": result.summary.get("audit_success_rate_embedding"),
             "audit_by_round": by_round(audit),

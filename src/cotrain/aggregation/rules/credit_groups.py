@@ -22,10 +22,10 @@ With equal scores and eta = 1 this is FedAvg's weighted mean of the kept uploads
 weights: n_i (eta / s_i) / sum_kept n_j; ``info``: each group's threshold ``threshold:g<k>`` and
 each participant's group ``group:<id>`` (groups numbered 0.. in label order).
 The other readings measured beside it (``credit_groups_robust``, ``credit_groups_direction``) change
-five switches: ``centre`` and ``threshold`` ("group" or "round"), ``denominator`` ("group" or "kept"),
-``cap_step`` and ``score``: "distance" (above), "direction" (the same over unit vectors,
+six switches: ``centre`` and ``threshold`` ("group" or "round"), ``denominator`` ("group" or "kept"),
+``cap_step``, ``score``: "distance" (above), "direction" (the same over unit vectors,
 ||x_i / ||x_i|| - m / ||m|| ||, blind to length, sees a flipped sign) or "both" (the larger of the
-two, each over its own typical value).
+two, each over its own typical value), and ``min_cosine``: also exclude i when cos(x_i, m) is below it.
 """
 
 from __future__ import annotations
@@ -106,33 +106,40 @@ class CreditGroups(Aggregator):
         labels = sorted(set(assignment[pid] for pid in ids))
         return [[i for i, pid in enumerate(ids) if assignment[pid] == g] for g in labels]
 
-    def scores(self, updates: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
+    def centres(self, updates: torch.Tensor, groups: list[list[int]]) -> list[torch.Tensor]:
+        """The robust centre m of each group's scores: the round's coordinate-wise median for every
+        group (``centre = "round"``) or each group's own; computed once a round, shared below."""
+        if self.centre == "round":
+            return [median_rows(updates)] * len(groups)
+        return [median_rows(updates[g]) for g in groups]
+
+    def scores(self, updates: torch.Tensor, groups: list[list[int]],
+               centres: list[torch.Tensor] | None = None) -> torch.Tensor:
         """c_i: the distance to the robust centre over a typical distance, floored at ``min_score``;
         with ``score = "direction"`` the same over unit vectors, with "both" the larger of the two."""
+        centres = self.centres(updates, groups) if centres is None else centres
         if self.score == "distance":
-            return self._scaled_distance(updates, groups, unit=False)
-        direction = self._scaled_distance(updates, groups, unit=True)
+            return self._scaled_distance(updates, groups, centres)
+        direction = self._scaled_distance(_unit(updates), groups, [_unit(m[None])[0] for m in centres])
         if self.score == "direction":
             return direction
-        return torch.maximum(self._scaled_distance(updates, groups, unit=False), direction)
+        return torch.maximum(self._scaled_distance(updates, groups, centres), direction)
 
-    def cosines(self, updates: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
-        """cos(x_i, m) with m the robust centre (the round's or the group's median); 0 for a zero row."""
+    def cosines(self, updates: torch.Tensor, groups: list[list[int]],
+                centres: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """cos(x_i, m) with m the robust centre of i's group; 0 for a zero row or centre."""
+        centres = self.centres(updates, groups) if centres is None else centres
         cos = torch.zeros(updates.shape[0], dtype=torch.float64)
-        whole = median_rows(updates) if self.centre == "round" else None
-        for g in groups:
-            centre = whole if whole is not None else median_rows(updates[g])
-            cos[g] = (_unit(updates[g]) @ _unit(centre[None])[0]).to(torch.float64)
+        for g, m in zip(groups, centres):
+            cos[g] = (_unit(updates[g]) @ _unit(m[None])[0]).to(torch.float64)
         return cos
 
-    def _scaled_distance(self, updates: torch.Tensor, groups: list[list[int]], *, unit: bool) -> torch.Tensor:
-        distance = torch.empty(updates.shape[0], dtype=torch.float64)
+    def _scaled_distance(self, rows: torch.Tensor, groups: list[list[int]],
+                         centres: list[torch.Tensor]) -> torch.Tensor:
+        distance = torch.empty(rows.shape[0], dtype=torch.float64)
         scale = torch.empty_like(distance)
-        whole = median_rows(updates) if self.centre == "round" else None
-        rows = _unit(updates) if unit else updates
-        for g in groups:
-            centre = whole if whole is not None else median_rows(updates[g])
-            distance[g] = torch.linalg.vector_norm(rows[g] - (_unit(centre[None])[0] if unit else centre), dim=1)
+        for g, m in zip(groups, centres):
+            distance[g] = torch.linalg.vector_norm(rows[g] - m, dim=1)
             scale[g] = _typical(distance[g])
         if self.centre == "round":
             scale[:] = _typical(distance)
@@ -141,7 +148,8 @@ class CreditGroups(Aggregator):
     def combine(self, updates: torch.Tensor, weights: torch.Tensor, ids: list[str],
                 context: RoundContext) -> Combined:
         groups = self.groups(ids, context)
-        c = self.scores(updates, groups)
+        centres = self.centres(updates, groups)
+        c = self.scores(updates, groups, centres)
         lam = weights if self.influence == "examples" else torch.ones_like(weights)
         kept = torch.ones(len(ids), dtype=torch.bool)
         info: dict[str, float] = {"groups": float(len(groups))}
@@ -152,7 +160,7 @@ class CreditGroups(Aggregator):
             info.update({f"group:{ids[i]}": float(label) for i in g})
             kept[g] = c[g] <= t
         if self.min_cosine is not None:
-            agree = self.cosines(updates, groups) >= self.min_cosine
+            agree = self.cosines(updates, groups, centres) >= self.min_cosine
             if bool((kept & agree).any()):
                 kept &= agree
         step = torch.zeros_like(c)

@@ -28,7 +28,8 @@ class CreditGroupsDirection(CreditGroupsRobust):
     """``credit_groups_robust`` scoring by the larger of the distance and the direction score, and
     excluding updates against the round's median.
 
-    Options as :class:`~cotrain.aggregation.rules.credit_groups.CreditGroups`; only ``score`` differs.
+    Options as :class:`~cotrain.aggregation.rules.credit_groups.CreditGroups`; ``score`` and ``min_cosine``
+    differ from ``credit_groups_robust``'s defaults.
     """
 
     def __init__(self, *, group_size: int = 5, k: float | None = None, eta: float = 1.0, kappa: float = 3.0,

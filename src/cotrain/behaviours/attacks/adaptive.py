@@ -18,8 +18,8 @@ direction v as far as the threshold allows, less a margin,
 with v = -c / ||c|| (``"reverse"``: against the benign descent direction), -sigma / ||sigma||
 (``"std"``), -sign(c) / sqrt(d) (``"sign"``), or ``"orthogonal"``: -sigma with its component along c
 removed, normalised, against a rule that also excludes uploads pointing away from the centre
-(``min_cosine``): then cos(u', c) = ||c|| / sqrt(||c||^2 + r^2) > 0 and the gate lets it through. So d' = r < T on the attacker's own estimate;
-on the server, c is the centre of everyone's uploads, which may differ from the attacker's.
+(``min_cosine``): then cos(u', c) = ||c|| / sqrt(||c||^2 + r^2) > 0 and the gate lets it through.
+So d' = r < T on the attacker's own estimate; on the server, c is the centre of everyone's uploads, which may differ from the attacker's.
 """
 
 from __future__ import annotations
@@ -49,14 +49,13 @@ def mad_threshold(scores: torch.Tensor, *, kappa: float, mad_scale: float) -> fl
 def unit_direction(benign: torch.Tensor, c: torch.Tensor, direction: str) -> torch.Tensor:
     if direction == "reverse":
         v = -c
-    elif direction == "std":
-        v = -benign.std(0, unbiased=True)
     elif direction == "sign":
         v = -torch.sign(c)
     else:
         v = -benign.std(0, unbiased=True)
-        along = c / c.norm().clamp_min(1e-30)
-        v = v - (v @ along) * along
+        if direction == "orthogonal":  # drop the part along c, so the upload's cosine to c stays positive
+            along = c / c.norm().clamp_min(1e-30)
+            v = v - (v @ along) * along
     return v / v.norm().clamp_min(1e-30)
 
 
