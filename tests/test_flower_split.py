@@ -47,3 +47,27 @@ def test_splitfed_on_flower_simulation_equals_in_process(tmp_path):
     assert remote.summary["ledger_equals_formula"] is True
     assert remote.summary["leakage"] == pytest.approx(local.summary["leakage"])
     assert remote.summary["runtime"] == "flower-simulation"
+
+
+@needs_ray
+def test_fltrust_on_splitfed_on_flower_equals_in_process(tmp_path):
+    # Prepare: SplitFed v2 with FLTrust: the ServerApp trains the centre's root agent itself
+    base = ExperimentConfig.model_validate({
+        "run": {"seed": 2, "output_dir": str(tmp_path)},
+        "data": {"dataset": "synthetic", "participants": 3, "max_train_samples": 120, "max_test_samples": 60},
+        "model": {"name": "small_cnn", "options": {"width": 4}},
+        "method": {"name": "split"},
+        "split": {"variant": "sflv2", "cut": "conv1", "epochs": 2, "batch_size": 16},
+        "aggregation": {"name": "fltrust", "root_samples": 20},
+    })
+
+    # Execute
+    local = run_experiment(with_overrides(base, {"run.name": "local"}))
+    remote = run_experiment(with_overrides(base, {"run.name": "remote", "run.runtime": "flower-simulation"}))
+
+    # Assert: the same trust scores and accuracy (scored on the 40 samples outside the root set)
+    assert local.summary["test_samples"] == remote.summary["test_samples"] == 40
+    for want, got in zip(local.history, remote.history):
+        assert got["test_accuracy"] == want["test_accuracy"]
+        assert got["aggregation"]["scores"] == pytest.approx(want["aggregation"]["scores"], abs=1e-6)
+    assert remote.summary["ledger_equals_formula"] is True

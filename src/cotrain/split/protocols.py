@@ -25,7 +25,8 @@ import torch
 from cotrain.aggregation import Aggregator, Upload, build_aggregator, weighted_mean
 from cotrain.federated.checkpoint import NO_CHECKPOINT, RoundHook
 from cotrain.models.blocks import BlockModel
-from cotrain.runtime.grid import Grid
+from cotrain.runtime.grid import Grid, Participant
+from cotrain.runtime.message import Message
 from cotrain.seeding import derive_seed, torch_generator
 from cotrain.split.centre import CentreSide, Observer
 from cotrain.split.messages import SplitSettings
@@ -79,16 +80,23 @@ class _Epoch:
 def run_split(grid: Grid, model: BlockModel, settings: SplitSettings, *, seed: int,
               evaluate: Evaluator | None = None, on_epoch: Callable[[EpochRecord], None] | None = None,
               observers: list[Observer] | None = None, aggregator: Aggregator | None = None,
-              checkpoint: RoundHook = NO_CHECKPOINT) -> list[EpochRecord]:
+              root: Participant | None = None, checkpoint: RoundHook = NO_CHECKPOINT) -> list[EpochRecord]:
     """Train for ``settings.epochs`` epochs; ledger round r is epoch r.
 
     The agents must have been built with the same architecture, ``cut`` and ``tail_cut``.
     ``aggregator`` (default ``build_aggregator("fedavg")``) combines the agents' uploaded agent sides
     in the parallel variants (reference: the agent side they started the round from); the centre
     keeps its own side. Sequential training relays one agent's weights to the next: nothing to aggregate.
+    ``root`` is the centre's own agent on its clean root set (FLTrust): when the rule needs a server
+    upload, the centre trains it off the grid each round (see :func:`root_upload`).
     ``checkpoint`` is told each finished epoch's state (the centre's optimiser moments among it).
     """
     aggregator = aggregator if aggregator is not None else build_aggregator("fedavg")
+    if getattr(aggregator, "needs_server_upload", False) and settings.variant != "sequential":
+        if root is None:
+            raise ValueError(f"aggregator {aggregator.name!r} needs the server's own upload: give run_split a root")
+        if settings.u_shaped:
+            raise ValueError(f"aggregator {aggregator.name!r}: a U-shaped centre has no head to train a root upload")
     agent_side, centre_module = split_model(model, settings.cut, settings.tail_cut)
     shared = CentreSide(centre_module, lr=settings.lr, momentum=settings.momentum,
                         weight_decay=settings.weight_decay, u_shaped=settings.u_shaped)
@@ -110,13 +118,13 @@ def run_split(grid: Grid, model: BlockModel, settings: SplitSettings, *, seed: i
             extra = 0.0
         elif settings.variant == "sflv2":
             _round(grid, ids, {pid: shared for pid in ids}, agent_side, settings, epoch, book, observers,
-                   parallel=True, order_seed=seed, aggregator=aggregator, seed=seed)
+                   parallel=True, order_seed=seed, aggregator=aggregator, seed=seed, root=root)
             extra = 0.0
         else:
             copies = {pid: CentreSide(copy.deepcopy(centre_module), lr=settings.lr, momentum=settings.momentum,
                                       weight_decay=settings.weight_decay, u_shaped=settings.u_shaped) for pid in ids}
             weights = _round(grid, ids, copies, agent_side, settings, epoch, book, observers, parallel=True,
-                             aggregator=aggregator, seed=seed)
+                             aggregator=aggregator, seed=seed, root=root)
             merged = weighted_mean([side_state(copies[p].module) for p in ids], [weights[p] for p in ids])
             centre_module.load_state_dict(merged, strict=True)
             extra = sum(c.seconds for c in copies.values())
@@ -139,7 +147,7 @@ def run_split(grid: Grid, model: BlockModel, settings: SplitSettings, *, seed: i
 def _round(grid: Grid, pids: list[str], centres: dict[str, CentreSide], agent_side: torch.nn.Module,
            settings: SplitSettings, epoch: int, book: _Epoch, observers: list[Observer] | None, *,
            parallel: bool, order_seed: int | None = None, aggregator: Aggregator | None = None,
-           seed: int = 0) -> dict[str, int]:
+           seed: int = 0, root: Participant | None = None) -> dict[str, int]:
     """BEGIN, every mini-batch step, END for ``pids`` (one agent's turn, or a parallel round).
 
     Loads the new agent side into ``agent_side`` (the relayed weights, or their n_k-weighted mean)
@@ -148,6 +156,9 @@ def _round(grid: Grid, pids: list[str], centres: dict[str, CentreSide], agent_si
     begin = BeginInstruction(side_state(agent_side), epoch=epoch, batch_size=settings.batch_size, lr=settings.lr,
                              momentum=settings.momentum, weight_decay=settings.weight_decay)
     message = begin.to_message()
+    server_upload = None
+    if getattr(aggregator, "needs_server_upload", False) and root is not None:  # before the centre side moves
+        server_upload = root_upload(root, message, centres[pids[0]].module, settings, epoch)
     replies = {pid: BeginReply.from_message(m)
                for pid, m in grid.send_and_receive({pid: message for pid in pids}, round=epoch).items()}
     book.agents(replies, parallel)
@@ -167,12 +178,30 @@ def _round(grid: Grid, pids: list[str], centres: dict[str, CentreSide], agent_si
         agent_side.load_state_dict(ends[only].side, strict=True)
         return weights
     uploads = [Upload(pid, ends[pid].side, weight=weights[pid]) for pid in pids]
-    outcome = aggregator(uploads, round=epoch, reference=dict(begin.side), seed=derive_seed(seed, "aggregation", epoch))
+    outcome = aggregator(uploads, round=epoch, reference=dict(begin.side), seed=derive_seed(seed, "aggregation", epoch),
+                         server_upload=server_upload)
     for spend in outcome.spends:
         grid.ledger.record_privacy(spend)
     book.aggregation = outcome.to_json()
     agent_side.load_state_dict(outcome.tensors, strict=True)
     return weights
+
+
+def root_upload(root: Participant, begin: Message, centre_module: torch.nn.Module, settings: SplitSettings,
+                epoch: int) -> dict[str, torch.Tensor]:
+    """FLTrust's server upload on SplitFed: the centre's own agent ``root`` (a split agent on the root
+    set) trains one epoch of its data from the round's agent side, as every agent does, against a
+    *copy* of the centre side as the round begins (the real centre side never sees the root set);
+    its END upload is the server's upload. Off the grid: nothing crosses, nothing is on the ledger.
+    """
+    centre = CentreSide(copy.deepcopy(centre_module), lr=settings.lr, momentum=settings.momentum,
+                        weight_decay=settings.weight_decay)
+    reply = BeginReply.from_message(root.handle(begin.detached()))
+    for _ in range(reply.num_batches):
+        forward = Activations.from_message(root.handle(ForwardRequest(epoch).to_message()))
+        gradient, _ = centre.step(forward.activations, forward.labels)
+        root.handle(CutGradient(gradient).to_message())
+    return SideUpload.from_message(root.handle(EndRequest().to_message())).side
 
 
 def _step(grid: Grid, active: list[str], centres: dict[str, CentreSide], settings: SplitSettings, epoch: int,

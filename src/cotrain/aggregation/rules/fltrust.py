@@ -27,7 +27,7 @@ class FLTrust(Aggregator):
     """Trust-weighted, magnitude-normalised mean against the server's own root-set update."""
 
     needs_server_upload = True
-    methods = ("fedavg",)  # the server upload comes from FedAvg's root participant
+    methods = ("fedavg", "split")  # the server upload comes from the root participant (FedAvg) or root agent (SplitFed)
 
     def combine(self, updates: torch.Tensor, weights: torch.Tensor, ids: list[str],
                 context: RoundContext) -> Combined:

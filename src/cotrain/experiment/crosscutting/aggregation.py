@@ -46,17 +46,15 @@ def run_aggregator(cfg: "ExperimentConfig") -> Aggregator:
     return build_aggregator(cfg.aggregation.name, **cfg.aggregation.options)
 
 
-def server_root(cfg: "ExperimentConfig", aggregator: Aggregator, data: Any) -> "tuple[Any, Any]":
-    """The server's root participant (FLTrust's clean root set) and the data it scores the model on.
+def root_split(cfg: "ExperimentConfig", aggregator: Aggregator, data: Any) -> "tuple[Any, Any]":
+    """(the server's clean root set, the data it scores the model on).
 
-    Only for a rule that needs a server upload: ``root_samples`` drawn from the held-out split by the
-    root seed's ``"root-set"`` stream; the rest of that split scores the model, so no test sample is
-    also trained on. Otherwise ``(None, held-out split)``.
+    Only for a rule that needs a server upload (FLTrust): ``root_samples`` drawn from the held-out
+    split by the root seed's ``"root-set"`` stream; the rest of that split scores the model, so no
+    test sample is also trained on. Otherwise ``(None, held-out split)``.
     """
     import numpy as np
 
-    from cotrain.federated import FedAvgParticipant
-    from cotrain.models import build_model
     from cotrain.seeding import numpy_rng
 
     test = data.splits.test
@@ -67,7 +65,18 @@ def server_root(cfg: "ExperimentConfig", aggregator: Aggregator, data: Any) -> "
         raise ConfigError(f"aggregation.root_samples: {n} leaves no held-out sample to score the model "
                           f"(the held-out split has {len(test)})", key="aggregation.root_samples")
     order = numpy_rng(cfg.run.seed, "root-set").permutation(len(test))
-    root_data, rest = test.subset(np.sort(order[:n])), test.subset(np.sort(order[n:]))
+    return test.subset(np.sort(order[:n])), test.subset(np.sort(order[n:]))
+
+
+def server_root(cfg: "ExperimentConfig", aggregator: Aggregator, data: Any) -> "tuple[Any, Any]":
+    """The server's FedAvg participant on its root set (FLTrust) and the data it scores the model on
+    (see :func:`root_split`); ``(None, held-out split)`` for every other rule."""
+    from cotrain.federated import FedAvgParticipant
+    from cotrain.models import build_model
+
+    root_data, rest = root_split(cfg, aggregator, data)
+    if root_data is None:
+        return None, rest
     train = data.splits.train
     root = FedAvgParticipant("server-root", model_factory=lambda: build_model(
         cfg.model.name, input_shape=train.input_shape, num_classes=train.num_classes, **cfg.model.options),

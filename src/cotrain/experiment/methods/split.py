@@ -116,8 +116,10 @@ def _serve(grid: Any, cfg: "ExperimentConfig") -> Any:
     data = prepare_data(cfg)
     model = build_global_model(cfg, data)
     recorder = ActivationRecorder(epoch=s.epochs, limit=s.leakage_samples)
-    history = run_split(grid, model, s.settings(), seed=seed, evaluate=lambda m: evaluate(m, data.splits.test),
-                        observers=[recorder] if s.leakage_samples else None, aggregator=run_aggregator(cfg))
+    aggregator = run_aggregator(cfg)
+    root, scored = split_root(cfg, aggregator, data)
+    history = run_split(grid, model, s.settings(), seed=seed, evaluate=lambda m: evaluate(m, scored), root=root,
+                        observers=[recorder] if s.leakage_samples else None, aggregator=aggregator)
     ids = grid.participant_ids()
     artifacts: dict[str, Any] = {}
     if s.leakage_samples:  # scoring only: which samples each agent sent last, from its batch-order stream
@@ -166,6 +168,7 @@ class SplitLearning(Method):
         self.aggregator = run_aggregator(cfg)
         self.behaviours = run_behaviours(cfg, len(self.data.parts))
         under_key("split.cut", lambda: split_model(self.model, s.cut, s.tail_cut))
+        self.root, self.scored = split_root(cfg, self.aggregator, self.data)
         train = self.data.splits.train
         if s.leakage_samples and s.leakage_attribute != "label" and s.leakage_attribute not in train.attributes:
             raise ConfigError(f"split.leakage_attribute: {cfg.data.dataset!r} has no attribute "
@@ -181,6 +184,10 @@ class SplitLearning(Method):
     @property
     def resumable(self) -> bool:
         return self.cfg.run.runtime == "inprocess"
+
+    @property
+    def test_samples(self) -> int:
+        return len(self.scored)
 
     def partition_view(self) -> Any:
         return self.data.splits.train, self.data.parts
@@ -199,7 +206,7 @@ class SplitLearning(Method):
             ids = grid.participant_ids()
             recorder = ActivationRecorder(epoch=s.epochs, limit=s.leakage_samples)
             history = run_split(grid, self.model, self.settings, seed=self.cfg.run.seed,
-                                evaluate=lambda m: evaluate(m, self.data.splits.test),
+                                evaluate=lambda m: evaluate(m, self.scored), root=self.root,
                                 on_epoch=lambda r: ctx.on_round(epoch_json(r, ids)),
                                 observers=[recorder] if s.leakage_samples else None, aggregator=self.aggregator,
                                 checkpoint=ctx.round_hook(ledger=grid.ledger, participants=self.agents))
@@ -230,6 +237,27 @@ class SplitLearning(Method):
         return MethodOutcome(history=records, ledger=ledger, model_state=state, summary=summary,
                              participant_rows=[{"participant": pid, "train_samples": len(a.train_data)}
                                                for pid, a in self.agents.items()])
+
+
+def split_root(cfg: "ExperimentConfig", aggregator: Any, data: Any) -> "tuple[Any, Any]":
+    """The centre's own agent on its clean root set (FLTrust) and the data the model is scored on
+    (:func:`~cotrain.experiment.crosscutting.aggregation.root_split`); ``(None, held-out split)``
+    for every rule that needs no server upload."""
+    from cotrain.errors import ConfigError
+    from cotrain.experiment.crosscutting.aggregation import root_split
+    from cotrain.experiment.setup import build_global_model
+    from cotrain.split import SplitAgent
+
+    root_data, scored = root_split(cfg, aggregator, data)
+    if root_data is None:
+        return None, scored
+    s = cfg.split
+    if s.tail_cut is not None or s.variant == "sequential":
+        raise ConfigError(f"aggregation.name: {cfg.aggregation.name!r} needs the centre's own upload, which it trains "
+                          "through its head on the root set: not with a U-shaped split (the centre has no head) nor "
+                          "sequential training (nothing is aggregated)", key="aggregation.name")
+    return SplitAgent("server-root", model_factory=lambda: build_global_model(cfg, data), train_data=root_data,
+                      seed=cfg.run.seed, cut=s.cut, tail_cut=None), scored
 
 
 def split_leakage(cfg: "ExperimentConfig", data: Any, model: Any, recorder: Any, agents: dict[str, Any]) -> dict:
