@@ -217,7 +217,8 @@ def main() -> None:
     p.add_argument("--knn-features", nargs="+", choices=["phi", "teacher"], default=["phi"],
                    help="private kNN's spaces: phi, and/or the (b) teacher's penultimate features (sent down)")
     p.add_argument("--trainer", choices=["supervised", "fixmatch"], default="supervised",
-                   help="downstream (a): supervised on the labelled selection, or FixMatch with the pool")
+                   help="downstream (a): supervised on the labelled selection, or FixMatch with the pool "
+                        "(full_pool too, with every labelled pool sample labelled; local stays supervised: no pool)")
     p.add_argument("--mu", type=int, default=2, help="FixMatch: unlabelled batch = mu x batch")
     p.add_argument("--encoder-cache", default=None, help="folder to keep trained encoders in between runs")
     p.add_argument("--selection-sweep", action="store_true",
@@ -291,6 +292,10 @@ def main() -> None:
                             model, note = train_supervised(pool.client_train.x, pool.client_train.y,
                                                            steps=args.steps, seed=seed), \
                                 "supervised on the client's own labelled data"
+                        elif method == "full_pool" and args.trainer == "fixmatch":  # (a)'s upper bound
+                            model, note = downstream_a(pool, np.flatnonzero(pool.y.numpy() >= 0), steps=args.steps,
+                                                       seed=seed, trainer="fixmatch", mu=args.mu)
+                            note += " (every labelled pool sample labelled)"
                         elif method == "full_pool":
                             lab = np.flatnonzero(pool.y.numpy() >= 0)
                             model, note = train_supervised(pool.x[lab], pool.y[lab], steps=args.steps, seed=seed), \
