@@ -73,6 +73,7 @@ def main() -> None:
     p.add_argument("--seeds", default="1")
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--local-steps", type=int, default=10)
+    p.add_argument("--malicious-fraction", type=float, default=0.3)
     command = " ".join(["python", "benchmarks/robust_update_geometry.py"] + sys.argv[1:])
     args = p.parse_args()
     import robust_aggregation as ra
@@ -99,11 +100,12 @@ def main() -> None:
     cells: list[dict[str, Any]] = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         with tempfile.TemporaryDirectory() as tmp:
-            CELL.update(seed=seed, fraction=0.3, path=str(Path(tmp) / "geometry.jsonl"))
+            CELL.update(seed=seed, fraction=args.malicious_fraction, path=str(Path(tmp) / "geometry.jsonl"))
             out = str(Path(tmp) / "cell.json")
             sys.argv = ["robust_aggregation.py", "--data-dir", args.data_dir, "--rules", "_geometry", "--attacks",
                         args.attack, "--seeds", str(seed), "--workers", "1", "--max-test-samples", "1000",
-                        "--rounds", str(args.rounds), "--local-steps", str(args.local_steps), "--json", out]
+                        "--rounds", str(args.rounds), "--local-steps", str(args.local_steps), "--json", out,
+                        "--malicious-fraction", str(args.malicious_fraction)]
             if args.quick:  # not robust_aggregation's --quick: that one keeps only its own rules and attacks
                 sys.argv += ["--rounds", "3", "--local-steps", "5", "--max-train-samples", "3000"]
             ra.main()
