@@ -10,7 +10,7 @@ measures the median honest update norm per round; its median is the clipping rad
 recorded as ``settings.clip_radius`` and ``probe``.
 
     python benchmarks/robust_aggregation.py --data-dir ../shared/data \\
-        --json benchmarks/results/robust_aggregation.json
+        --json benchmarks/results/robust_aggregation.json   # committed: run in parts, merged (docs/robust.md)
     python benchmarks/robust_aggregation.py --quick --json /tmp/robust_quick.json
 
 JSON: {"settings", "environment", "command", "rows": [{dataset, protocol, rule, attack, attack_options,
