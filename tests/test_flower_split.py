@@ -16,17 +16,22 @@ from cotrain.experiment.config import ExperimentConfig
 pytestmark = pytest.mark.flower
 
 
-@needs_ray
-def test_splitfed_on_flower_simulation_equals_in_process(tmp_path):
-    # Prepare: 3 agents of 40 samples, 3 mini-batches of 16 an epoch, 2 epochs, momentum, leakage on
-    base = ExperimentConfig.model_validate({
-        "run": {"seed": 4, "output_dir": str(tmp_path)},
+def _config(tmp_path, *, seed, split, **sections):
+    """3 agents of 40 samples, 3 mini-batches of 16 an epoch, 2 epochs, the cut after conv1."""
+    return ExperimentConfig.model_validate({
+        "run": {"seed": seed, "output_dir": str(tmp_path)},
         "data": {"dataset": "synthetic", "participants": 3, "max_train_samples": 120, "max_test_samples": 60},
         "model": {"name": "small_cnn", "options": {"width": 4}},
         "method": {"name": "split"},
-        "split": {"variant": "sflv1", "cut": "conv1", "epochs": 2, "batch_size": 16, "momentum": 0.5,
-                  "leakage_samples": 40},
+        "split": {"cut": "conv1", "epochs": 2, "batch_size": 16, **split},
+        **sections,
     })
+
+
+@needs_ray
+def test_splitfed_on_flower_simulation_equals_in_process(tmp_path):
+    # Prepare: SplitFed v1 with momentum and the leakage measurement on
+    base = _config(tmp_path, seed=4, split={"variant": "sflv1", "momentum": 0.5, "leakage_samples": 40})
 
     # Execute
     local = run_experiment(with_overrides(base, {"run.name": "local"}))
@@ -52,14 +57,7 @@ def test_splitfed_on_flower_simulation_equals_in_process(tmp_path):
 @needs_ray
 def test_fltrust_on_splitfed_on_flower_equals_in_process(tmp_path):
     # Prepare: SplitFed v2 with FLTrust: the ServerApp trains the centre's root agent itself
-    base = ExperimentConfig.model_validate({
-        "run": {"seed": 2, "output_dir": str(tmp_path)},
-        "data": {"dataset": "synthetic", "participants": 3, "max_train_samples": 120, "max_test_samples": 60},
-        "model": {"name": "small_cnn", "options": {"width": 4}},
-        "method": {"name": "split"},
-        "split": {"variant": "sflv2", "cut": "conv1", "epochs": 2, "batch_size": 16},
-        "aggregation": {"name": "fltrust", "root_samples": 20},
-    })
+    base = _config(tmp_path, seed=2, split={"variant": "sflv2"}, aggregation={"name": "fltrust", "root_samples": 20})
 
     # Execute
     local = run_experiment(with_overrides(base, {"run.name": "local"}))

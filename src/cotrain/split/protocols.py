@@ -157,7 +157,8 @@ def _round(grid: Grid, pids: list[str], centres: dict[str, CentreSide], agent_si
                              momentum=settings.momentum, weight_decay=settings.weight_decay)
     message = begin.to_message()
     server_upload = None
-    if getattr(aggregator, "needs_server_upload", False) and root is not None:  # before the centre side moves
+    if getattr(aggregator, "needs_server_upload", False):  # run_split checked the root; before the centre side moves
+        assert root is not None
         server_upload = root_upload(root, message, centres[pids[0]].module, settings, epoch)
     replies = {pid: BeginReply.from_message(m)
                for pid, m in grid.send_and_receive({pid: message for pid in pids}, round=epoch).items()}
